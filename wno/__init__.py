@@ -1,0 +1,7 @@
+"""wno: the Wavelet Transformer (W-MSA) and a platform for ablation studies on GPUs.
+
+Model library: `wno.model`, `wno.vit`, `wno.data`, `wno.training`, `wno.config`.
+Platform (Optuna queue, workers, MLflow tracking, reports): `wno.platform`.
+"""
+
+__version__ = "0.1.0"

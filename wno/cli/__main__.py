@@ -1,0 +1,3 @@
+from wno.cli import main
+
+main()
