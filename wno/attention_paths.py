@@ -254,20 +254,33 @@ def _compiled_flex():
 _flex_fallback_warned = False
 
 
-def flex_score_mod(kernel: WaveletAttentionKernel, t: KernelTables):
-    """FlexAttention score_mod adding log K for (q_idx, kv_idx) from this forward's tables."""
+def flex_score_mod(kernel: WaveletAttentionKernel):
+    """FlexAttention score_mod adding log K for (q_idx, kv_idx).
+
+    Built once per device and reused every step: it reads the kernel's parameters themselves
+    (stable objects, gradients flow to them through FlexAttention's backward) and the static
+    token buffers, so the compiled kernel is not re-specialised each step.
+    """
     level, orient = kernel.level, kernel.orient
     px, py = kernel.pos[:, 0].contiguous(), kernel.pos[:, 1].contiguous()
-    scale_tab, orient_tab, inv_two_l2 = t.scale, t.orient, t.inv_two_l2
-    radius = kernel.radius
+    log_sigma, log_length, orient_raw = kernel.log_sigma, kernel.log_length, kernel.orient_raw
+    radius, span = kernel.radius, kernel.scale_bandwidth + 1
+    rank = orient_raw.shape[1]
+
+    def log_wendland(r):
+        rr = torch.where(r < 1, r, 0.0)
+        return torch.where(r < 1, 4 * torch.log1p(-rr) + torch.log1p(4 * rr), -float("inf"))
 
     def score_mod(score, b, h, q_idx, kv_idx):
+        dj = (level[q_idx] - level[kv_idx]).abs().to(torch.float32)
         d2 = (px[q_idx] - px[kv_idx]) ** 2 + (py[q_idx] - py[kv_idx]) ** 2
-        r = torch.sqrt(d2) / radius
-        rr = torch.where(r < 1, r, 0.0)
-        log_w = torch.where(r < 1, 4 * torch.log1p(-rr) + torch.log1p(4 * rr), -float("inf"))
-        return (score + scale_tab[level[q_idx], level[kv_idx]]
-                + orient_tab[orient[q_idx], orient[kv_idx]] - d2 * inv_two_l2 + log_w)
+        log_scale = -dj * dj * 0.5 * torch.exp(-2 * log_sigma) + log_wendland(dj / span)
+        gram = F.softplus(orient_raw[orient[q_idx], 0]) * F.softplus(orient_raw[orient[kv_idx], 0])
+        for r in range(1, rank):
+            gram = gram + (F.softplus(orient_raw[orient[q_idx], r])
+                           * F.softplus(orient_raw[orient[kv_idx], r]))
+        log_space = -d2 * 0.5 * torch.exp(-2 * log_length) + log_wendland(torch.sqrt(d2) / radius)
+        return score + log_scale + torch.log(gram) + log_space
 
     return score_mod
 
@@ -356,10 +369,12 @@ class KernelAttention(nn.Module):
         t = self.kernel.tables()
         if path == "flex":
             key = str(device)
-            if key not in self._block_masks:
-                self._block_masks[key] = flex_block_mask(self.kernel, device, self.flex_block_size)
-            return KernelAttentionBias(path, score_mod=flex_score_mod(self.kernel, t),
-                                       block_mask=self._block_masks[key],
+            if key not in self._block_masks:  # after .to(device): the buffers live there now
+                self._block_masks[key] = (flex_block_mask(self.kernel, device,
+                                                          self.flex_block_size),
+                                          flex_score_mod(self.kernel))
+            block_mask, score_mod = self._block_masks[key]
+            return KernelAttentionBias(path, score_mod=score_mod, block_mask=block_mask,
                                        fallback=functools.partial(self._dense, t, device))
         return KernelAttentionBias(path, dense=self._dense(t, device))
 
