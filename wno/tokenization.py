@@ -120,6 +120,9 @@ class WaveletTokenizer(nn.Module):
             rows.append(r.repeat_interleave(k))
             cols.append(c.repeat_interleave(k))
             pos.append(centre.repeat_interleave(k, dim=0))
+        # Z-order of each level's (patch) grid, applied to the coefficients every forward.
+        for j, (h, w) in enumerate(self.band_sizes):
+            self.register_buffer(f"zorder{j}", morton_order(*self._grid(h, w)), persistent=False)
         self.register_buffer("level", torch.cat(levels), persistent=False)
         self.register_buffer("orient", torch.cat(orients), persistent=False)
         self.register_buffer("row", torch.cat(rows), persistent=False)
@@ -130,8 +133,8 @@ class WaveletTokenizer(nn.Module):
     def meta(self) -> TokenMeta:
         return TokenMeta(self.level, self.orient, self.row, self.col, self.pos)
 
-    def _patches(self, band: torch.Tensor) -> torch.Tensor:
-        """(B, K, C, h, w) bands -> (B, gh*gw in Z-order, K, C*p*p) patch vectors."""
+    def _patches(self, band: torch.Tensor, j: int) -> torch.Tensor:
+        """(B, K, C, h, w) bands of level j+1 -> (B, gh*gw in Z-order, K, C*p*p) patch vectors."""
         B, K, C, h, w = band.shape
         p = self.patch
         gh, gw = self._grid(h, w)
@@ -139,8 +142,7 @@ class WaveletTokenizer(nn.Module):
             band = F.pad(band, (0, gw * p - w, 0, gh * p - h))
         x = band.reshape(B, K, C, gh, p, gw, p).permute(0, 3, 5, 1, 2, 4, 6)  # (B,gh,gw,K,C,p,p)
         x = x.reshape(B, gh * gw, K, C * p * p)
-        z = morton_order(gh, gw).to(band.device)
-        return x[:, z]
+        return x[:, getattr(self, f"zorder{j}")]
 
     def forward(self, coeffs: WaveletCoeffs) -> torch.Tensor:
         coarsest = coeffs.levels
@@ -149,13 +151,13 @@ class WaveletTokenizer(nn.Module):
             h, v, d = coeffs.details[j]
             if j + 1 < coarsest:
                 bands = torch.stack([coeffs.approx[j], h, v, d], dim=1)  # (B, 4, C, h, w)
-                x = self._patches(bands)  # (B, P, 4, C*p*p)
+                x = self._patches(bands, j)  # (B, P, 4, C*p*p)
                 y = torch.einsum("bpkc,kcd->bpkd", x, self.proj_weight) + self.proj_bias
                 parts.append(y.flatten(1, 2))  # (B, P*4, D)
             else:
-                x = self._patches(torch.stack([h, v, d], dim=1))  # (B, P, 3, C*p*p)
+                x = self._patches(torch.stack([h, v, d], dim=1), j)  # (B, P, 3, C*p*p)
                 y = torch.einsum("bpkc,kcd->bpkd", x, self.proj_weight[1:]) + self.proj_bias[1:]
-                pooled = self._patches(coeffs.approx[j].unsqueeze(1)).mean(dim=1)  # (B,1,C*p*p)
+                pooled = self._patches(coeffs.approx[j].unsqueeze(1), j).mean(dim=1)  # (B,1,Cpp)
                 a = pooled @ self.proj_weight[0] + self.proj_bias[0]  # (B, 1, D)
                 parts.extend([a, y.flatten(1, 2)])
         return torch.cat(parts, dim=1)  # (B, N, D)
