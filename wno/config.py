@@ -36,6 +36,8 @@ _IGNORED_BY = {
             "kernel_radius", "kernel_scale_bandwidth", "attention"),
     "wavelet": ("patch_size",),
 }
+# Fields a W-MSA model reads only with the kernel on.
+_KERNEL_ONLY = ("kernel_radius", "kernel_scale_bandwidth", "attention")
 
 
 class ConfigError(ValueError):
@@ -155,7 +157,9 @@ class TrainConfig:
         A ViT does not read `wavelet` or `use_kernel`; without this, two identical ViT runs could
         carry different hashes and a study would train the same baseline twice.
         """
-        ignored = _IGNORED_BY[self.model] if self.model in _IGNORED_BY else ()
+        ignored = _IGNORED_BY.get(self.model, ())
+        if self.model == "wavelet" and not self.use_kernel:
+            ignored += _KERNEL_ONLY
         defaults = TrainConfig()
         return dataclasses.replace(self, **{n: getattr(defaults, n) for n in ignored})
 

@@ -23,6 +23,10 @@ Optuna trial user attrs (set when the trial is enqueued, unless noted)
     ERROR        (on failure) the error, one line, secrets masked
     RETRY_OF     (on a retry) the trial number it replaces
 
+Optuna trial system attrs
+    HEARTBEAT_INTERVAL  the popping worker's heartbeat interval (seconds); the trial counts as
+                        lost after 4 missed intervals
+
 MLflow: one experiment per study, named after the study; one run per configuration and seed;
 per-epoch metrics are EPOCH_METRICS at step=epoch, final ones are FINAL_METRICS.
 """
@@ -43,6 +47,7 @@ HOST = "wno_host"
 DEVICE = "wno_device"
 ERROR = "wno_error"
 RETRY_OF = "wno_retry_of"
+HEARTBEAT_INTERVAL = "wno_heartbeat_interval"
 
 ROLE_MODEL = "model"
 ROLE_BASELINE = "baseline"

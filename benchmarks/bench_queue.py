@@ -1,0 +1,257 @@
+"""Queue overhead: how fast workers turn over trials when training costs nothing, and how much of
+a real smoke trial the platform (not training) takes.
+
+1. No-op trials: W worker processes (1, 4, 8) run real `Worker` loops whose `train` returns at
+   once, over one enqueued grid study, on SQLite and on PostgreSQL (when WNO_BENCH_POSTGRES_URL or
+   WNO_TEST_POSTGRES_URL is set). Rows: trials/s (all workers together) and the latency of one
+   pop (p50, p95). Baselines, measured in the same run: for 1 worker, Optuna's own
+   enqueue + ask/tell loop on the same backend (no heartbeats, no exactly-once guard); for 4 and
+   8 workers, our 1-worker figure (so the ratio is the scaling).
+2. A real smoke trial: the first trial of studies/smoke.yaml through an in-process worker; rows:
+   the share of the trial's wall time outside `train()` (pop, config, heartbeat thread, tell),
+   and the share of `train()` outside its epochs (data, model build, test evaluation).
+   CIFAR-10 comes from WNO_DATA_DIR; without it the synthetic set stands in (noted in the row).
+
+Run: `python -m benchmarks.bench_queue` (WNO_BENCH_QUICK=1: fewer trials, no smoke trial).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COMMAND = "python -m benchmarks.bench_queue"
+WORKERS = (1, 4, 8)
+
+
+def _noop_result(config):
+    from wno.training import TrainResult
+
+    return TrainResult(config=config, final_val_acc=0.5, best_val_acc=0.5, best_epoch=1,
+                       test_acc=0.5, test_loss=1.0, params=1, flops=1, tokens=1, wall_time=0.0,
+                       throughput=0.0, epochs_completed=1)
+
+
+def _noop_train(config, callbacks=(), resume=True):
+    return _noop_result(config)
+
+
+def _worker_process(url: str, study: str, ckpt: str, ready, start, results) -> None:
+    """One no-op worker; reports (trials, seconds in pop per claimed trial, finished at)."""
+    from wno.platform.queue import StudyQueue
+    from wno.platform.worker import Worker, WorkerOptions
+
+    queue = StudyQueue(url)
+    pops: list[float] = []
+    pop = queue.pop
+
+    def timed_pop(*args, **kwargs):
+        t = time.perf_counter()
+        claim = pop(*args, **kwargs)
+        if claim is not None:
+            pops.append(time.perf_counter() - t)
+        return claim
+
+    queue.pop = timed_pop
+    options = WorkerOptions(studies=[study], idle_timeout=0, checkpoint_dir=ckpt,
+                            heartbeat_interval=30, poll_interval=0.1)
+    worker = Worker(queue, options, train_fn=_noop_train)
+    queue.spec(study)  # warm: imports and the stored definition, before the clock starts
+    ready.put(os.getpid())
+    start.wait()
+    with contextlib.redirect_stdout(io.StringIO()):
+        summary = worker.run()
+    results.put((summary.trials, pops, time.time()))
+
+
+def _study(name: str, n_trials: int):
+    from wno.platform.spec import parse_spec
+
+    base = dict(model="vit", model_size="micro", dataset="synthetic", epochs=1)
+    return parse_spec({"name": name, "base": base, "grid": {"lr": [1e-3 * (i + 1) for i in
+                                                                     range(n_trials)]},
+                       "seeds": 1})
+
+
+def _measure_workers(url: str, n_workers: int, n_trials: int, ckpt: str) -> dict:
+    from wno.platform.queue import StudyQueue
+
+    name = f"bench-{n_workers}w-{os.getpid()}-{time.time_ns() % 10**8}"
+    queue = StudyQueue(url, create=True)
+    queue.create(_study(name, n_trials))
+    ctx = mp.get_context("spawn")
+    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_worker_process, args=(url, name, ckpt, ready, start, results))
+             for _ in range(n_workers)]
+    for p in procs:
+        p.start()
+    for _ in procs:  # every process has imported everything and connected
+        ready.get(timeout=600)
+    time.sleep(0.5)
+    t0 = time.time()
+    start.set()
+    outs = [results.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+    done = sum(o[0] for o in outs)
+    pops = [x for o in outs for x in o[1]]
+    elapsed = max(o[2] for o in outs) - t0
+    assert done == n_trials, f"{done} of {n_trials} trials ran"
+    states = {t.state.name for t in queue.storage.get_all_trials(queue.study_id(name))}
+    assert states == {"COMPLETE"}, states
+    queue.delete(name)
+    return {"trials_per_s": done / elapsed, "pop_p50": statistics.median(pops),
+            "pop_p95": _quantile(pops, 0.95)}
+
+
+def _optuna_baseline(url: str, n_trials: int) -> dict:
+    """Optuna's own queue on the same backend: enqueue_trial, then ask/tell in one process."""
+    import optuna
+
+    from wno.platform.queue import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url, create=True)
+    name = f"optuna-baseline-{os.getpid()}-{time.time_ns() % 10**8}"
+    study = optuna.create_study(study_name=name, storage=storage)
+    for i in range(n_trials):
+        study.enqueue_trial({}, user_attrs={"i": i})
+    asks = []
+    t0 = time.perf_counter()
+    for _ in range(n_trials):
+        t = time.perf_counter()
+        trial = study.ask()
+        asks.append(time.perf_counter() - t)
+        study.tell(trial, 0.5)
+    elapsed = time.perf_counter() - t0
+    optuna.delete_study(study_name=name, storage=storage)
+    return {"trials_per_s": n_trials / elapsed, "pop_p50": statistics.median(asks),
+            "pop_p95": _quantile(asks, 0.95)}
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def _backends(tmp: Path) -> list[tuple[str, str]]:
+    out = [("sqlite", f"sqlite:///{tmp / 'bench.db'}")]
+    pg = os.environ.get("WNO_BENCH_POSTGRES_URL") or os.environ.get("WNO_TEST_POSTGRES_URL")
+    if pg:
+        out.append(("postgresql", pg))
+    return out
+
+
+def queue_rows(quick: bool = False) -> list[dict]:
+    rows = []
+    n = 24 if quick else 64
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, url in _backends(Path(tmp)):
+            base = _optuna_baseline(url, n)
+            rows.append(_row(f"optuna_ask_tell_{backend}_1w", base["trials_per_s"], "trials/s",
+                             None, f"Optuna enqueue_trial + ask/tell, one process, {n} trials "
+                                   f"(baseline)"))
+            ours = {}
+            for w in WORKERS:
+                ours[w] = m = _measure_workers(url, w, n, str(Path(tmp) / "ckpt"))
+                ref = base["trials_per_s"] if w == 1 else ours[1]["trials_per_s"]
+                what = "Optuna ask/tell" if w == 1 else "our 1 worker"
+                rows.append(_row(f"queue_{backend}_{w}w_trials_per_s", m["trials_per_s"],
+                                 "trials/s", ref, f"{w} worker process(es), no-op train, {n} "
+                                                  f"trials; baseline: {what}"))
+                for q in ("p50", "p95"):
+                    ref = base[f"pop_{q}"] if w == 1 else ours[1][f"pop_{q}"]
+                    rows.append(_row(f"queue_{backend}_{w}w_pickup_{q}", m[f"pop_{q}"] * 1e3, "ms",
+                                     ref * 1e3, f"one pop (exactly-once claim + first heartbeat) "
+                                                f"with {w} worker(s); baseline: {what}"))
+    return rows
+
+
+# --- a real smoke trial ------------------------------------------------------------------------------
+def smoke_rows() -> list[dict]:
+    import optuna  # noqa: F401  (imported before the clock: every worker has it loaded)
+
+    from wno.platform.queue import StudyQueue
+    from wno.platform.spec import load_spec, parse_spec
+    from wno.platform.worker import Worker, WorkerOptions
+    from wno.training import train
+
+    spec = load_spec(REPO / "studies" / "smoke.yaml")
+    data_dir = os.environ.get("WNO_DATA_DIR")
+    note = "CIFAR-10 subset"
+    if not data_dir or not Path(data_dir).exists():
+        spec = parse_spec({**spec.to_dict(), "base": {**spec.base, "dataset": "synthetic"}})
+        note = "synthetic data (WNO_DATA_DIR unset)"
+    first = spec.plan[0] if spec.plan[0].role == "model" else next(
+        t for t in spec.plan if t.role == "model")
+    spec = parse_spec({**spec.to_dict(), "grid": {"use_kernel": [first.config.use_kernel]},
+                       "seeds": [first.seed], "baselines": {}})
+    inside: dict[str, float] = {}
+
+    def timed_train(config, callbacks=(), resume=True):
+        t = time.perf_counter()
+        result = train(config, callbacks, resume=resume)
+        inside["train"] = time.perf_counter() - t
+        inside["epochs"] = sum(m.epoch_time for m in result.history)
+        return result
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'smoke.db'}"
+        queue = StudyQueue(url, create=True)
+        queue.create(spec)
+        options = WorkerOptions(idle_timeout=0, checkpoint_dir=str(Path(tmp) / "ckpt"),
+                                data_dir=data_dir, heartbeat_interval=15)
+        worker = Worker(queue, options, train_fn=timed_train)
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            claim = queue.pop(host="bench", device="cpu")
+            outcome = worker.run_trial(claim)
+        total = time.perf_counter() - t
+    assert outcome == "COMPLETE", outcome
+    outside = total - inside["train"]
+    setup = inside["train"] - inside["epochs"]
+    label = f"{first.group}, {first.config.train_size} images x {first.config.epochs} epochs"
+    return [
+        _row("smoke_trial_wall_s", total, "s", None, f"one smoke trial ({label}; {note})"),
+        _row("smoke_trial_outside_train_share", 100 * outside / total, "%", None,
+             f"pop, config, heartbeat thread and tell: {outside:.2f} s of {total:.1f} s"),
+        _row("smoke_train_outside_epochs_share", 100 * setup / inside["train"], "%", None,
+             f"data loading, model build, cost count, test evaluation: {setup:.1f} s of "
+             f"{inside['train']:.1f} s in train()"),
+    ]
+
+
+def _row(name: str, value: float, unit: str, baseline: float | None, notes: str) -> dict:
+    return {"name": name, "value": round(value, 4), "unit": unit,
+            "baseline": None if baseline is None else round(baseline, 4),
+            "ratio": None if not baseline else round(value / baseline, 3),
+            "command": COMMAND, "notes": notes}
+
+
+def run() -> list[dict]:
+    quick = os.environ.get("WNO_BENCH_QUICK") == "1"
+    rows = queue_rows(quick)
+    if not quick:
+        rows += smoke_rows()
+    return rows
+
+
+def main() -> None:
+    rows = run()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        ratio = f"x{r['ratio']}" if r["ratio"] is not None else ""
+        print(f"{r['name']:<{width}}  {r['value']:>10.3f} {r['unit']:<8} {ratio:>8}  {r['notes']}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,901 @@
+"""The study queue: an Optuna RDB storage (SQLite or PostgreSQL) used as a work queue.
+
+A study is an Optuna study whose user attrs hold its definition (`schema.SPEC`); each trial to run
+is an Optuna trial in state WAITING whose user attrs hold its configuration (`schema.CONFIG`).
+Workers pop WAITING trials, heartbeat while training and tell the result. Names of every stored
+attribute are in `wno.platform.schema`.
+
+What Optuna alone does not give us, and how this module adds it (see DESIGN.md, "Optuna 5.0"):
+
+- Exactly-once pops. `pop()` moves one WAITING trial to RUNNING with a conditional
+  ``UPDATE ... WHERE state = 'WAITING'`` judged by its row count, inside one transaction that
+  also writes the first heartbeat. PostgreSQL picks the row with ``FOR UPDATE SKIP LOCKED``;
+  SQLite runs every transaction of our engine as ``BEGIN IMMEDIATE`` (one writer at a time, no
+  stale read snapshots), so Optuna's own read-then-write updates are serialised as well. A grid
+  worker never samples: a search study's budget is enqueued up front as `n_trials` empty slots
+  that the worker that pops one fills by sampling, so `n_trials` holds across any number of
+  workers.
+- Heartbeats with ask/tell. `heartbeat()` refreshes the trial's row in Optuna's heartbeat table
+  and says whether the trial is still RUNNING (a cancelled or stale-failed trial stops its
+  worker). Each popped trial records its heartbeat interval; `sweep_stale()` fails trials
+  silent for `GRACE_FACTOR` intervals and, in the same transaction, re-adds each as a WAITING
+  trial with the same params and user attrs, `schema.RETRY_OF` set and Optuna's retry history
+  (what `RetryHeartbeatStaleTrialCallback` does, made atomic). The retry trains from the
+  checkpoint of the trial it replaces: checkpoints are keyed by (study, config hash).
+- SQLite made fit for a few local workers: WAL journal, 60 s busy timeout, immediate
+  transactions, and retries around our own statements. PostgreSQL is the path to many machines.
+
+Example:
+    >>> q = StudyQueue("sqlite:///wno-runs/optuna.db", create=True)
+    >>> q.create(load_spec("studies/smoke.yaml")).added      # doctest: +SKIP
+    6
+    >>> claim = q.pop(host="gpu01", device="cuda:0 (A100)")   # doctest: +SKIP
+    >>> q.heartbeat(claim.trial_id)                           # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wno.cli.common import Unavailable, UserError
+from wno.platform import defaults, schema
+from wno.platform.spec import StudySpec, TrialPlan, parse_spec
+from wno.utils import mask_secrets, mask_url
+
+log = logging.getLogger(__name__)
+
+# Trial system attr: the heartbeat interval (s) of the worker running the trial, so that whoever
+# sweeps judges staleness by the interval that worker promised, not by its own.
+DEFAULT_HEARTBEAT = 15.0  # seconds between heartbeats
+GRACE_FACTOR = 4  # a trial silent for this many intervals is stale
+MIN_GRACE = 3.0  # SQLite's CURRENT_TIMESTAMP has 1 s resolution
+MAX_STALE_RETRIES = 3  # a trial that keeps killing its worker stops being retried automatically
+SQLITE_BUSY_TIMEOUT = 60.0
+# Run-specific user attrs a retry does not inherit (MLFLOW_RUN is kept: the retry resumes the run).
+_NOT_INHERITED = (schema.ERROR, schema.METRICS, schema.HOST, schema.DEVICE)
+ERROR_CANCELLED = "cancelled by `wno study cancel`"
+ERROR_REMOVED = "removed from the study definition by `wno study create --update`"
+
+T = TypeVar("T")
+
+
+# --- opening a storage -----------------------------------------------------------------------------
+def normalize_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 here (SQLAlchemy would look for psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:///:memory:"):
+        return None
+    return Path(url[len("sqlite:///"):].split("?")[0])
+
+
+def open_storage(url: str | None = None, *, create: bool = False):
+    """An `optuna.storages.RDBStorage` for `url` (default: `defaults.storage_url()`).
+
+    `create=False` refuses a SQLite file that does not exist yet (a typo would otherwise become an
+    empty storage). Raises `Unavailable` (exit 3) when the database cannot be reached and
+    `UserError` for a URL that is not a storage URL; messages show the URL with its password
+    masked.
+    """
+    import optuna
+    import sqlalchemy as sa
+    from sqlalchemy import event
+
+    url = normalize_url(defaults.storage_url(url))
+    shown = mask_url(url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not url.startswith(("sqlite://", "postgresql", "mysql")):
+        raise UserError(f"{shown} is not a storage URL; expected sqlite:///path/to/file.db or "
+                        f"postgresql+psycopg://user:password@host:5432/database")
+    path = sqlite_path(url)
+    if path is not None:
+        if not path.exists() and not create:
+            raise Unavailable(f"no study storage at {shown} (the file does not exist): create a "
+                              f"study first (`wno study create FILE`), or point --storage / "
+                              f"{defaults.ENV_STORAGE} at the right database")
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        _prepare_sqlite(path)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT, "isolation_level": None,
+                                          "check_same_thread": False}}
+    elif url.startswith("postgresql"):
+        engine_kwargs = {"pool_pre_ping": True, "pool_size": 4, "max_overflow": 4,
+                         "connect_args": {"connect_timeout": 10}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError,
+            optuna.exceptions.StorageInternalError) as e:
+        raise Unavailable(f"cannot reach the study storage {shown}: {_reason(e)}") from None
+    except (sa.exc.ArgumentError, ImportError) as e:
+        raise UserError(f"cannot open the study storage {shown}: {_reason(e)}") from None
+    except RuntimeError as e:  # schema written by another Optuna version
+        raise UserError(f"cannot use the study storage {shown}: {_reason(e)}") from None
+    if path is not None:
+        # Every transaction takes SQLite's write lock up front: no "database is locked" on a
+        # read-then-write, and the conditional updates below see the latest state.
+        event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    return storage
+
+
+def _prepare_sqlite(path: Path) -> None:
+    """WAL journal: readers outside our engine (the report, optuna-dashboard) never block the
+    workers' writes, and commits are cheaper. The mode is stored in the file: set once."""
+    import sqlite3
+
+    if not path.exists() and not path.parent.is_dir():
+        return  # RDBStorage reports the missing folder
+    con = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+def _reason(e: BaseException) -> str:
+    """The first line of the database's own message, secrets masked."""
+    cause = getattr(e, "orig", None) or e.__cause__ or e
+    text = str(cause).strip().splitlines()
+    return mask_secrets(text[0] if text else type(cause).__name__)
+
+
+def _transient(e: BaseException) -> bool:
+    import optuna
+    import sqlalchemy as sa
+
+    return isinstance(e, (sa.exc.OperationalError, optuna.exceptions.StorageInternalError)) or (
+        isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated)
+
+
+def retrying(fn: Callable[[], T], attempts: int = 6, what: str = "storage call") -> T:
+    """Run `fn`, retrying transient database errors (locked, deadlock, connection lost)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:
+            if not _transient(e) or i == attempts - 1:
+                raise
+            delay = min(10.0, 0.2 * 2 ** i) * (0.5 + random.random())
+            log.warning("%s failed (%s); retrying in %.1f s", what, _reason(e), delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _utcnow() -> dt.datetime:
+    """Naive UTC, as Optuna stores trial datetimes."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _naive(t: dt.datetime) -> dt.datetime:
+    """The database's now() next to its stored timestamps (Optuna's convention)."""
+    return t.replace(tzinfo=None) if isinstance(t, dt.datetime) else t
+
+
+# --- what the queue returns ------------------------------------------------------------------------
+@dataclass
+class Claim:
+    """A trial popped by a worker: it is RUNNING and this worker owns it until it tells."""
+
+    study_name: str
+    study_id: int
+    trial_id: int
+    number: int
+    user_attrs: dict[str, Any]
+    params: dict[str, Any]
+
+
+@dataclass
+class CreateResult:
+    study: str
+    created: bool  # a new study (False: it existed)
+    planned: int  # trials in the definition
+    added: int  # trials enqueued by this call
+    existing: int  # trials of the definition already in the storage
+    removed: int = 0  # waiting trials no longer in an updated definition
+    dry_run: bool = False
+
+
+@dataclass
+class TrialInfo:
+    """One trial as `study status` shows it."""
+
+    number: int
+    state: str
+    role: str
+    group: str
+    seed: int | None
+    host: str | None = None
+    device: str | None = None
+    started: dt.datetime | None = None
+    completed: dt.datetime | None = None
+    heartbeat_age: float | None = None  # seconds since the last heartbeat (RUNNING trials)
+    value: float | None = None
+    error: str | None = None
+    retry_of: int | None = None
+    retried_by: int | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started and self.completed:
+            return (self.completed - self.started).total_seconds()
+        return None
+
+
+@dataclass
+class StudyStatus:
+    name: str
+    kind: str
+    description: str
+    objective: str
+    planned: int
+    done: int  # configurations with a COMPLETE or PRUNED trial
+    counts: dict[str, int]
+    trials: list[TrialInfo]
+    retried_now: list[tuple[int, int | None]] = field(default_factory=list)  # from this sweep
+
+    @property
+    def running(self) -> list[TrialInfo]:
+        return [t for t in self.trials if t.state == "RUNNING"]
+
+    @property
+    def failures(self) -> list[TrialInfo]:
+        return [t for t in self.trials if t.state == "FAIL"]
+
+    @property
+    def mean_duration(self) -> float | None:
+        durations = [t.duration for t in self.trials if t.state == "COMPLETE" and t.duration]
+        return sum(durations) / len(durations) if durations else None
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until the waiting and running trials are done, at the current pace (as many
+        workers as trials running now, each trial taking the mean completed trial's time)."""
+        mean, waiting = self.mean_duration, self.counts.get("WAITING", 0)
+        if waiting + len(self.running) == 0:
+            return 0.0
+        if mean is None:
+            return None
+        now = dt.datetime.now()
+        left = sum(max(0.0, mean - (now - t.started).total_seconds()) if t.started else mean
+                   for t in self.running)
+        return (left + waiting * mean) / max(1, len(self.running))
+
+
+@dataclass
+class StudySummary:
+    name: str
+    kind: str
+    description: str
+    counts: dict[str, int]
+
+
+# --- the queue ---------------------------------------------------------------------------------------
+class StudyQueue:
+    """Studies and trials in one storage. Cheap to create; one per process (or per thread)."""
+
+    def __init__(self, url: str | None = None, *, create: bool = False):
+        self.url = normalize_url(defaults.storage_url(url))
+        self.shown_url = mask_url(self.url)
+        self.storage = open_storage(self.url, create=create)
+        self.engine = self.storage.engine
+        self._specs: dict[tuple[int, str], StudySpec] = {}
+
+    # --- studies -------------------------------------------------------------------------------
+    def study_ids(self, names: Sequence[str] | None = None) -> dict[int, str]:
+        """{study_id: name} of the wno studies (those with a stored definition), optionally some."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        S, A = models.StudyModel.__table__, models.StudyUserAttributeModel.__table__
+        query = (sa.select(S.c.study_id, S.c.study_name)
+                 .join(A, sa.and_(A.c.study_id == S.c.study_id, A.c.key == schema.SPEC)))
+        if names:
+            query = query.where(S.c.study_name.in_(list(names)))
+        with self.engine.begin() as conn:
+            rows = retrying(lambda: conn.execute(query).all(), what="listing studies")
+        return {sid: name for sid, name in rows}
+
+    def study_id(self, name: str) -> int:
+        """The id of the wno study `name`, or a `UserError` naming the studies there are."""
+        ids = self.study_ids([name])
+        if ids:
+            return next(iter(ids))
+        known = sorted(self.study_ids().values())
+        raise UserError(f"no study named {name!r} in {self.shown_url}"
+                        + (f"; studies: {', '.join(known)}" if known else " (it holds no studies)"))
+
+    def spec(self, name: str) -> StudySpec:
+        """The stored definition of study `name` (validated again; cached per definition)."""
+        sid = self.study_id(name)
+        attrs = self.storage.get_study_user_attrs(sid)
+        key = (sid, attrs.get(schema.SPEC_HASH, ""))
+        if key not in self._specs:
+            self._specs[key] = parse_spec(attrs[schema.SPEC], source=f"stored study {name!r}")
+        return self._specs[key]
+
+    def load_study(self, name: str, spec: StudySpec | None = None, sampler_seed: int = 0):
+        """An `optuna.Study` (with the spec's sampler and pruner for search studies)."""
+        import optuna
+
+        spec = spec or self.spec(name)
+        kwargs = {}
+        if spec.search is not None:
+            kwargs = {"sampler": spec.search.make_sampler(sampler_seed),
+                      "pruner": spec.search.make_pruner()}
+        return optuna.load_study(study_name=name, storage=self.storage, **kwargs)
+
+    def create(self, spec: StudySpec, *, update: bool = False, dry_run: bool = False
+               ) -> CreateResult:
+        """Create study `spec.name` and enqueue its trials; a rerun adds only what is missing.
+
+        A different definition under an existing name is refused unless `update=True`: then the
+        new definition replaces the stored one, its new trials are enqueued, and waiting trials it
+        no longer contains are cancelled (finished trials are kept).
+        """
+        import optuna
+
+        existing = self._existing_study(spec.name)
+        if existing is None:
+            trials = []
+        else:
+            self._check_compatible(existing, spec, update)
+            trials = self.storage.get_all_trials(existing, deepcopy=False)
+        missing, present = _missing(spec, trials)
+        obsolete = _obsolete(spec, trials) if existing is not None else []
+        result = CreateResult(spec.name, existing is None, len(spec.plan), len(missing),
+                              present, len(obsolete), dry_run)
+        if dry_run:
+            return result
+        if existing is None:
+            try:
+                study = optuna.create_study(study_name=spec.name, storage=self.storage,
+                                        direction=spec.objective.direction)
+            except optuna.exceptions.DuplicatedStudyError:
+                raise UserError(f"study {spec.name!r} was created by someone else just now; "
+                                f"run the command again") from None
+            sid = study._study_id
+        else:
+            sid = existing
+        for key, value in ((schema.SPEC, spec.to_dict()), (schema.SPEC_HASH, spec.spec_hash()),
+                           (schema.KIND, spec.kind)):
+            self.storage.set_study_user_attr(sid, key, value)
+        if missing:
+            retrying(lambda: self._enqueue(sid, [_waiting_trial(t) for t in missing]),
+                     what="enqueueing trials")
+        if obsolete:
+            self._fail_many(sid, obsolete, ERROR_REMOVED, states=("WAITING",))
+        return result
+
+    def _enqueue(self, study_id: int, templates: list) -> None:
+        """Add all `templates` in one transaction: a failed create leaves nothing half-enqueued."""
+        from optuna.storages._rdb import models
+        from sqlalchemy.orm import Session
+
+        with Session(self.engine) as session, session.begin():
+            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            for template in templates:
+                self.storage._get_prepared_new_trial(study_id, template, session)
+
+    def _existing_study(self, name: str) -> int | None:
+        try:
+            sid = self.storage.get_study_id_from_name(name)
+        except KeyError:
+            return None
+        if schema.SPEC not in self.storage.get_study_user_attrs(sid):
+            raise UserError(f"{self.shown_url} already holds an Optuna study named {name!r} that "
+                            f"wno did not create; choose another name")
+        return sid
+
+    def _check_compatible(self, sid: int, spec: StudySpec, update: bool) -> None:
+        attrs = self.storage.get_study_user_attrs(sid)
+        if attrs.get(schema.SPEC_HASH) == spec.spec_hash():
+            return
+        old = attrs.get(schema.SPEC, {})
+        changes = "; ".join(_diff(old, spec.to_dict())) or "definition changed"
+        direction = self.storage.get_study_directions(sid)[0].name.lower()
+        if attrs.get(schema.KIND) != spec.kind or direction != spec.objective.direction:
+            raise UserError(f"study {spec.name!r} exists as a {attrs.get(schema.KIND)} study "
+                            f"that {direction}s; a {spec.kind} study that "
+                            f"{spec.objective.direction}s needs a new name ({changes})")
+        if not update:
+            raise UserError(f"study {spec.name!r} already exists with a different definition "
+                            f"({changes}); use a new name, or pass --update to enqueue the new "
+                            f"trials (finished ones are kept, waiting ones no longer in the file "
+                            f"are cancelled)")
+
+    def summaries(self) -> list[StudySummary]:
+        """Every wno study with its trial counts by state."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        ids = self.study_ids()
+        T = models.TrialModel.__table__
+        query = (sa.select(T.c.study_id, T.c.state, sa.func.count())
+                 .where(T.c.study_id.in_(list(ids))).group_by(T.c.study_id, T.c.state))
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all() if ids else []
+        counts: dict[int, Counter] = {sid: Counter() for sid in ids}
+        for sid, state, n in rows:
+            counts[sid][state.name] += n
+        out = []
+        for sid, name in sorted(ids.items(), key=lambda item: item[1]):
+            attrs = self.storage.get_study_user_attrs(sid)
+            out.append(StudySummary(name, attrs.get(schema.KIND, "?"),
+                                    attrs.get(schema.SPEC, {}).get("description", ""),
+                                    dict(counts[sid])))
+        return out
+
+    def status(self, name: str, *, sweep: bool = True) -> StudyStatus:
+        """Counts, running trials with heartbeat ages, failures; sweeps stale trials first."""
+        spec = self.spec(name)
+        sid = self.study_id(name)
+        retried = self.sweep_stale([name]) if sweep else []
+        trials = self.storage.get_all_trials(sid, deepcopy=False)
+        ages = self._heartbeat_ages([t._trial_id for t in trials if t.state.name == "RUNNING"])
+        retried_by = {t.user_attrs[schema.RETRY_OF]: t.number for t in trials
+                      if schema.RETRY_OF in t.user_attrs}
+        infos = [_trial_info(t, ages.get(t._trial_id), retried_by.get(t.number)) for t in trials]
+        done = {_key(t) for t in trials if t.state.name in ("COMPLETE", "PRUNED")}
+        return StudyStatus(name, spec.kind, spec.description,
+                           f"{spec.objective.direction} {spec.objective.metric}",
+                           planned=len(spec.plan), done=len(done),
+                           counts=dict(Counter(t.state.name for t in trials)), trials=infos,
+                           retried_now=retried)
+
+    def cancel(self, name: str) -> int:
+        """Fail every waiting and running trial of `name` (running ones stop at their next
+        heartbeat); `retry` puts them back."""
+        sid = self.study_id(name)
+        return self._fail_many(sid, None, ERROR_CANCELLED, states=("WAITING", "RUNNING"))
+
+    def retry(self, name: str) -> list[tuple[int, int]]:
+        """Put failed trials (not yet retried, still in the definition) back into the queue.
+
+        Returns (failed trial number, new trial number) pairs.
+        """
+        spec = self.spec(name)
+        sid = self.study_id(name)
+        trials = self.storage.get_all_trials(sid, deepcopy=False)
+        retried = {t.user_attrs[schema.RETRY_OF] for t in trials if schema.RETRY_OF in t.user_attrs}
+        covered = {_key(t) for t in trials if t.state.name != "FAIL"}
+        wanted = {t.key for t in spec.plan if t.key}
+        out = []
+        for t in trials:
+            key = _key(t)
+            dropped = (key not in wanted and schema.CONFIG_HASH in t.user_attrs and (
+                spec.search is None or t.user_attrs.get(schema.ROLE) == schema.ROLE_BASELINE))
+            if t.state.name != "FAIL" or t.number in retried or key in covered or dropped:
+                continue
+            new = retrying(lambda t=t: self._add_retry(sid, t, fail_first=False),
+                           what="re-enqueueing a failed trial")
+            if new is not None:
+                out.append((t.number, new))
+                covered.add(key)
+        return out
+
+    def delete(self, name: str) -> None:
+        import optuna
+
+        self.study_id(name)
+        optuna.delete_study(study_name=name, storage=self.storage)
+
+    # --- trials ----------------------------------------------------------------------------------
+    def pop(self, studies: Sequence[str] | None = None, *, host: str = "", device: str = "",
+            heartbeat_interval: float = DEFAULT_HEARTBEAT) -> Claim | None:
+        """Move the oldest WAITING trial of `studies` (default: every wno study) to RUNNING.
+
+        Exactly one caller gets each trial, on SQLite and on PostgreSQL, however many workers
+        pop at once. Returns None when nothing is waiting. Never creates a trial.
+        """
+        ids = self.study_ids(studies)
+        if not ids:
+            return None
+        where = {schema.HOST: host, schema.DEVICE: device}
+        popped = retrying(lambda: self._pop(list(ids), heartbeat_interval, where),
+                          what="popping a trial")
+        if popped is None:
+            return None
+        trial_id, study_id = popped
+        trial = self.storage.get_trial(trial_id)
+        return Claim(ids[study_id], study_id, trial_id, trial.number, dict(trial.user_attrs),
+                     dict(trial.params))
+
+    def _pop(self, study_ids: list[int], interval: float, attrs: dict[str, Any]
+             ) -> tuple[int, int] | None:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.trial import TrialState
+
+        T = models.TrialModel.__table__
+        with self.engine.begin() as conn:
+            for _ in range(8):  # a lost race moves on to the next waiting trial
+                query = (sa.select(T.c.trial_id, T.c.study_id)
+                         .where(T.c.study_id.in_(study_ids), T.c.state == TrialState.WAITING)
+                         .order_by(T.c.trial_id).limit(1))
+                if self.engine.dialect.name == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
+                row = conn.execute(query).first()
+                if row is None:
+                    return None
+                trial_id, study_id = row
+                won = conn.execute(
+                    sa.update(T).where(T.c.trial_id == trial_id, T.c.state == TrialState.WAITING)
+                    .values(state=TrialState.RUNNING, datetime_start=_utcnow())).rowcount == 1
+                if won:
+                    self._write_heartbeat(conn, trial_id, interval)
+                    U = models.TrialUserAttributeModel.__table__
+                    for key, value in attrs.items():
+                        _set_attr(conn, U, trial_id, key, value)
+                    return trial_id, study_id
+        return None
+
+    def _write_heartbeat(self, conn, trial_id: int, interval: float) -> None:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        H = models.TrialHeartbeatModel.__table__
+        A = models.TrialSystemAttributeModel.__table__
+        conn.execute(sa.delete(H).where(H.c.trial_id == trial_id))
+        conn.execute(sa.insert(H).values(trial_id=trial_id, heartbeat=sa.func.now()))
+        conn.execute(sa.delete(A).where(A.c.trial_id == trial_id,
+                                        A.c.key == schema.HEARTBEAT_INTERVAL))
+        conn.execute(sa.insert(A).values(trial_id=trial_id, key=schema.HEARTBEAT_INTERVAL,
+                                         value_json=json.dumps(float(interval))))
+
+    def _study_of(self, trial_id: int) -> int:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        T = models.TrialModel.__table__
+        with self.engine.begin() as conn:
+            return conn.execute(sa.select(T.c.study_id).where(T.c.trial_id == trial_id)).scalar()
+
+    def heartbeat(self, trial_id: int) -> bool:
+        """Record that the trial's worker is alive; False when the trial is no longer RUNNING
+        (cancelled, or failed as stale): its worker must stop."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.trial import TrialState
+
+        T, H = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+
+        def beat() -> bool:
+            with self.engine.begin() as conn:
+                state = conn.execute(sa.select(T.c.state).where(T.c.trial_id == trial_id)).scalar()
+                if state != TrialState.RUNNING:
+                    return False
+                conn.execute(sa.update(H).where(H.c.trial_id == trial_id)
+                             .values(heartbeat=sa.func.now()))
+                return True
+
+        return retrying(beat, attempts=3, what="heartbeat")
+
+    def state(self, trial_id: int) -> str:
+        return self.storage.get_trial(trial_id).state.name
+
+    def set_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, value)
+
+    def hand_back(self, trial_id: int) -> bool:
+        """RUNNING -> WAITING, same trial and config (a stopped worker gives its trial back)."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.trial import TrialState
+
+        T, H = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+
+        def back() -> bool:
+            with self.engine.begin() as conn:
+                n = conn.execute(sa.update(T).where(T.c.trial_id == trial_id,
+                                                    T.c.state == TrialState.RUNNING)
+                                 .values(state=TrialState.WAITING, datetime_start=None)).rowcount
+                if n == 1:  # the next pop writes a fresh heartbeat
+                    conn.execute(sa.delete(H).where(H.c.trial_id == trial_id))
+                return n == 1
+
+        return retrying(back, what="handing a trial back")
+
+    def fail(self, trial_id: int, error: str) -> bool:
+        """RUNNING -> FAIL with the error kept (one line, secrets masked)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        def do() -> bool:
+            try:
+                self.storage.set_trial_user_attr(trial_id, schema.ERROR, one_line(error))
+                return self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return False
+
+        return retrying(do, what="failing a trial")
+
+    def finish(self, study, claim: Claim, *, value: float | None, metrics: dict[str, Any],
+               pruned: bool = False) -> bool:
+        """Record the metrics and tell the trial COMPLETE (or PRUNED); False if it is no longer
+        RUNNING (cancelled or failed as stale meanwhile; a retry then finishes it)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        trial_id, number = claim.trial_id, claim.number
+
+        def do() -> bool:
+            try:
+                self.storage.set_trial_user_attr(trial_id, schema.METRICS, metrics)
+                if pruned:
+                    study.tell(number, state=TrialState.PRUNED)
+                else:
+                    study.tell(number, value)
+                return True
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+                if self.state(trial_id) == "RUNNING":
+                    raise
+                return False
+
+        return retrying(do, what="telling a result")
+
+    # --- stale trials --------------------------------------------------------------------------
+    def sweep_stale(self, studies: Sequence[str] | None = None) -> list[tuple[int, int | None]]:
+        """Fail RUNNING trials whose worker went silent and re-enqueue each (atomically).
+
+        Returns (failed number, retry number or None when retries are exhausted). Any number of
+        processes may sweep at once: each stale trial is failed and retried by exactly one.
+        """
+        ids = self.study_ids(studies)
+        out = []
+        for trial_id in (self._stale_ids(list(ids)) if ids else []):
+            trial = self.storage.get_trial(trial_id)
+            new = retrying(lambda t=trial: self._add_retry(self._study_of(t._trial_id), t,
+                                                            fail_first=True),
+                           what="retrying a stale trial")
+            if new is not False:
+                out.append((trial.number, new))
+        return out
+
+    def _stale_ids(self, study_ids: list[int]) -> list[int]:
+        ages = self._running_ages(study_ids)
+        return [tid for tid, (age, interval) in ages.items() if age > grace(interval)]
+
+    def _running_ages(self, study_ids: list[int] | None = None, trial_ids: list[int] | None = None,
+                      conn=None) -> dict[int, tuple[float, float]]:
+        """{trial_id: (seconds since its last heartbeat, its heartbeat interval)}, RUNNING only."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.trial import TrialState
+
+        T, H = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+        A = models.TrialSystemAttributeModel.__table__
+        query = (sa.select(T.c.trial_id, H.c.heartbeat, A.c.value_json)
+                 .join(H, H.c.trial_id == T.c.trial_id)
+                 .outerjoin(A, sa.and_(A.c.trial_id == T.c.trial_id,
+                                       A.c.key == schema.HEARTBEAT_INTERVAL))
+                 .where(T.c.state == TrialState.RUNNING))
+        if study_ids is not None:
+            query = query.where(T.c.study_id.in_(study_ids))
+        if trial_ids is not None:
+            query = query.where(T.c.trial_id.in_(trial_ids))
+
+        def read(conn):
+            return _naive(conn.execute(sa.select(sa.func.now())).scalar()), conn.execute(query).all()
+
+        if conn is not None:  # inside the caller's transaction (SQLite has one writer)
+            now, rows = read(conn)
+        else:
+            def fresh():
+                with self.engine.begin() as c:
+                    return read(c)
+
+            now, rows = retrying(fresh, what="reading heartbeats")
+        return {tid: ((now - _naive(beat)).total_seconds(),
+                      json.loads(interval) if interval else DEFAULT_HEARTBEAT)
+                for tid, beat, interval in rows}
+
+    def _heartbeat_ages(self, trial_ids: list[int]) -> dict[int, float]:
+        if not trial_ids:
+            return {}
+        return {tid: age for tid, (age, _) in self._running_ages(trial_ids=trial_ids).items()}
+
+    def _add_retry(self, study_id: int, trial, *, fail_first: bool) -> int | None | bool:
+        """In one transaction: (optionally) fail the stale RUNNING `trial`, then add its retry.
+
+        Returns the retry's number, None when retries are exhausted, False when another process
+        got there first (the trial was no longer RUNNING / already retried).
+        """
+        import optuna
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.trial import TrialState
+        from sqlalchemy.orm import Session
+
+        T = models.TrialModel.__table__
+        U = models.TrialUserAttributeModel.__table__
+        history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
+        with Session(self.engine) as session, session.begin():
+            # Optuna numbers a new trial by counting the study's trials: lock the study row first.
+            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            if fail_first:
+                age, interval = self._running_ages(trial_ids=[trial._trial_id], conn=session).get(
+                    trial._trial_id, (0.0, DEFAULT_HEARTBEAT))
+                if age <= grace(interval):
+                    return False
+                n = session.execute(sa.update(T).where(T.c.trial_id == trial._trial_id,
+                                                       T.c.state == TrialState.RUNNING)
+                                    .values(state=TrialState.FAIL,
+                                            datetime_complete=_utcnow())).rowcount
+                if n != 1:
+                    return False
+                host = trial.user_attrs.get(schema.HOST) or "unknown host"
+                error = f"worker lost: no heartbeat for {age:.0f} s (host {host})"
+                if len(history) > MAX_STALE_RETRIES:
+                    error += (f"; retried {MAX_STALE_RETRIES} times already, not again "
+                              f"(`wno study retry` puts it back)")
+                _set_attr(session, U, trial._trial_id, schema.ERROR, error)
+                if len(history) > MAX_STALE_RETRIES:
+                    return None
+            else:
+                already = session.execute(
+                    sa.select(sa.func.count()).select_from(U).join(T, T.c.trial_id == U.c.trial_id)
+                    .where(T.c.study_id == study_id, U.c.key == schema.RETRY_OF,
+                           U.c.value_json == json.dumps(trial.number))).scalar()
+                if already:
+                    return False
+            user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _NOT_INHERITED}
+            user_attrs[schema.RETRY_OF] = trial.number
+            template = optuna.trial.create_trial(
+                state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+                user_attrs=user_attrs,
+                system_attrs={"failed_trial": history[0], "retry_history": history})
+            new = self.storage._get_prepared_new_trial(study_id, template, session)
+            session.flush()
+            return new.number
+
+    def _fail_many(self, study_id: int, trial_ids: list[int] | None, error: str,
+                   states: Sequence[str]) -> int:
+        """Fail the trials of `study_id` in `states` (all, or those in `trial_ids`) with `error`."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.trial import TrialState
+        from sqlalchemy.orm import Session
+
+        T = models.TrialModel.__table__
+        U = models.TrialUserAttributeModel.__table__
+        H = models.TrialHeartbeatModel.__table__
+        wanted = [TrialState[s] for s in states]
+
+        def do() -> int:
+            with Session(self.engine) as session, session.begin():
+                query = sa.select(T.c.trial_id).where(T.c.study_id == study_id,
+                                                      T.c.state.in_(wanted))
+                if trial_ids is not None:
+                    query = query.where(T.c.trial_id.in_(trial_ids))
+                if self.engine.dialect.name == "postgresql":
+                    query = query.with_for_update()
+                ids = list(session.execute(query).scalars())
+                if not ids:
+                    return 0
+                session.execute(sa.update(T).where(T.c.trial_id.in_(ids), T.c.state.in_(wanted))
+                                .values(state=TrialState.FAIL, datetime_complete=_utcnow()))
+                session.execute(sa.delete(H).where(H.c.trial_id.in_(ids)))
+                for tid in ids:
+                    _set_attr(session, U, tid, schema.ERROR, error)
+                return len(ids)
+
+        return retrying(do, what="failing trials")
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def grace(interval: float) -> float:
+    """Seconds of silence after which a trial heartbeating every `interval` s is stale."""
+    return max(GRACE_FACTOR * float(interval), MIN_GRACE)
+
+
+def one_line(text: str, limit: int = 2000) -> str:
+    """An error as stored: secrets masked, one line, bounded."""
+    text = " | ".join(line.strip() for line in mask_secrets(str(text)).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _set_attr(session, table, trial_id: int, key: str, value: Any) -> None:
+    import sqlalchemy as sa
+
+    session.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
+    session.execute(sa.insert(table).values(trial_id=trial_id, key=key,
+                                            value_json=json.dumps(value)))
+
+
+def _key(trial) -> str:
+    """What a trial stands for: its config hash, or (a search slot not sampled yet) its number.
+
+    A retried slot inherits nothing to hash until sampled, so it stands for the slot it retries.
+    """
+    attrs = trial.user_attrs
+    if schema.CONFIG_HASH in attrs:
+        return attrs[schema.CONFIG_HASH]
+    return f"slot:{attrs.get(schema.RETRY_OF, trial.number)}"
+
+
+def _waiting_trial(plan: TrialPlan):
+    """An Optuna WAITING trial for `plan`. Grid factors are user attrs only, not Optuna params:
+    a categorical distribution cannot change its choices, and `--update` may add grid values."""
+    import optuna
+    from optuna.trial import TrialState
+
+    return optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=plan.user_attrs())
+
+
+def _missing(spec: StudySpec, trials: list) -> tuple[list[TrialPlan], int]:
+    """Planned trials with no trial at all yet (any state), and how many are present."""
+    keys = Counter(t.user_attrs.get(schema.CONFIG_HASH) for t in trials
+                   if schema.RETRY_OF not in t.user_attrs)
+    slots = sum(1 for t in trials if schema.RETRY_OF not in t.user_attrs
+                and t.user_attrs.get(schema.ROLE) == schema.ROLE_MODEL and spec.search is not None)
+    missing, present = [], 0
+    for plan in spec.plan:
+        if plan.config is None:  # a search slot: count them
+            if slots > 0:
+                slots, present = slots - 1, present + 1
+            else:
+                missing.append(plan)
+        elif keys.get(plan.key):
+            present += 1
+        else:
+            missing.append(plan)
+    return missing, present
+
+
+def _obsolete(spec: StudySpec, trials: list) -> list[int]:
+    """WAITING trials whose configuration an updated definition no longer contains (a search
+    study's slots are never obsolete; its baselines can be)."""
+    wanted = {p.key for p in spec.plan if p.config is not None}
+    return [t._trial_id for t in trials if t.state.name == "WAITING"
+            and (spec.search is None or t.user_attrs.get(schema.ROLE) == schema.ROLE_BASELINE)
+            and t.user_attrs.get(schema.CONFIG_HASH) not in wanted]
+
+
+def _diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """Readable differences between two stored definitions, e.g. 'base.epochs: 3 -> 5'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(dict.fromkeys([*old, *new])):
+            if key == "description" and not path:
+                continue
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append(f"{sub} added")
+            elif key not in new:
+                out.append(f"{sub} removed")
+            else:
+                out += _diff(old[key], new[key], sub)
+        return out
+    return [] if old == new else [f"{path}: {_short(old)} -> {_short(new)}"]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _trial_info(t, heartbeat_age: float | None, retried_by: int | None) -> TrialInfo:
+    a = t.user_attrs
+    return TrialInfo(number=t.number, state=t.state.name, role=a.get(schema.ROLE, "?"),
+                     group=a.get(schema.GROUP) or "(search slot, not sampled yet)",
+                     seed=a.get(schema.SEED), host=a.get(schema.HOST), device=a.get(schema.DEVICE),
+                     started=t.datetime_start, completed=t.datetime_complete,
+                     heartbeat_age=heartbeat_age, value=t.value, error=a.get(schema.ERROR),
+                     retry_of=a.get(schema.RETRY_OF), retried_by=retried_by)
