@@ -74,3 +74,12 @@ def test_missing_or_broken_yaml_is_a_config_error(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         TrainConfig.from_yaml(bad)
+
+
+def test_split_sizes_must_fit_the_data_set():
+    assert "val_size=50000 must be smaller" in TrainConfig(val_size=50_000).problems()[0]
+    msg = TrainConfig(train_size=46_000).problems()[0]
+    assert "train_size=46000 is larger than the 45,000 training images" in msg
+    assert "test_size=20000" in TrainConfig(test_size=20_000).problems()[0]
+    assert TrainConfig(train_size=45_000, test_size=10_000).problems() == []
+    assert "5,000 training images" in TrainConfig(dataset="synthetic", val_size=5000).problems()[0]

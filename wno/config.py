@@ -224,6 +224,8 @@ class TrainConfig:
             err = check_wavelet_levels(self.wavelet, self.n_levels, self.mode, image_size)
             if err:
                 p.append(err)
+        if self.dataset in DATASETS:
+            _check_split_sizes(p, self, DATASETS[self.dataset])
         if self.model == "vit" and self.dataset in DATASETS:
             image_size = DATASETS[self.dataset].image_size
             if image_size % self.patch_size:
@@ -236,6 +238,20 @@ class TrainConfig:
         if problems:
             raise ConfigError(problems)
         return self
+
+
+def _check_split_sizes(problems: list[str], cfg: TrainConfig, data) -> None:
+    """The validation hold-out and the subsets must fit in the data set's splits."""
+    if cfg.val_size >= data.train_images:
+        problems.append(f"val_size={cfg.val_size} must be smaller than {data.name}'s "
+                        f"{data.train_images:,} training images")
+    elif cfg.train_size is not None and cfg.train_size > data.train_images - cfg.val_size:
+        problems.append(f"train_size={cfg.train_size} is larger than the "
+                        f"{data.train_images - cfg.val_size:,} training images left after "
+                        f"holding out val_size={cfg.val_size}")
+    if cfg.test_size is not None and cfg.test_size > data.test_images:
+        problems.append(f"test_size={cfg.test_size} is larger than {data.name}'s "
+                        f"{data.test_images:,} test images")
 
 
 def _choice(problems: list[str], name: str, value: Any, allowed: tuple) -> None:

@@ -10,7 +10,9 @@ single-machine study is one directory to look at, back up or delete:
     wno-runs/reports/         HTML and other reports
 
 Machine-specific settings come from the worker's environment, never from a study:
-WNO_STORAGE, WNO_DATA_DIR, WNO_CHECKPOINT_DIR, MLFLOW_TRACKING_URI.
+WNO_STORAGE, WNO_DATA_DIR, WNO_CHECKPOINT_DIR, MLFLOW_TRACKING_URI. The data module also reads
+WNO_CACHE_DIR (where decoded data sets are cached: else <data dir>/.wno-cache when writable, else
+~/.cache/wno) and WNO_OFFLINE=1 (never try a download).
 """
 
 from __future__ import annotations
