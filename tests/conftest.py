@@ -28,6 +28,26 @@ def _wno_cache_dir(tmp_path_factory):
         os.environ.pop("WNO_CACHE_DIR", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_stores(tmp_path_factory):
+    """Every default store (Optuna file, MLflow store, checkpoints, reports) lives in a temporary
+    WNO_HOME for the session, and the environment's own storage and tracking server are never
+    touched: `wno train` tracks by default, and a developer's real server must not get test runs."""
+    saved = {k: os.environ.get(k) for k in ("WNO_HOME", "WNO_STORAGE", "MLFLOW_TRACKING_URI",
+                                             "WNO_CHECKPOINT_DIR")}
+    os.environ["WNO_HOME"] = str(tmp_path_factory.mktemp("wno-home"))
+    for key in ("WNO_STORAGE", "MLFLOW_TRACKING_URI", "WNO_CHECKPOINT_DIR"):
+        os.environ.pop(key, None)
+    try:
+        yield Path(os.environ["WNO_HOME"])
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def cifar10_dir() -> Path:
     """The real CIFAR-10 data dir (WNO_TEST_DATA_DIR, e.g. ../shared/data); skips when unset."""

@@ -59,6 +59,11 @@ def train_command(
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     set_: list[str] = typer.Option(None, "--set", help="Any other TrainConfig field, as KEY=VALUE "
                                    "(repeatable), e.g. --set mixup_alpha=0.2."),
+    track: bool = typer.Option(True, "--track/--no-track", help="Log the run to MLflow: params, "
+                               "per-epoch metrics, artifacts (the same command again continues "
+                               "the same MLflow run)."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI [default: "
+                                     "$MLFLOW_TRACKING_URI, else sqlite:///wno-runs/mlflow.db]."),
 ) -> None:
     """Train one configuration on CIFAR-10 (or the synthetic set); resumable, with checkpoints."""
     flags = {k: v for k, v in dict(
@@ -69,7 +74,15 @@ def train_command(
         augment=augment, precision=precision, compile=compile).items() if v is not None}
     with user_errors():
         config = build_config(config_file, flags, set_ or [])
-        result, interrupted = run(config, resume=resume)
+        tracker = make_tracker(config, tracking_uri, resume) if track else None
+        try:
+            result, interrupted = run(config, resume=resume,
+                                      extra_callbacks=[tracker] if tracker else [])
+        except BaseException as e:  # the run ends as it did; a finished one ended in train()
+            if tracker is not None:
+                aborted = isinstance(e, KeyboardInterrupt)  # a second Ctrl-C: do not linger
+                tracker.close("KILLED" if aborted else "FAILED", timeout=10 if aborted else None)
+            raise
     if interrupted:
         raise typer.Exit(130)
 
@@ -100,6 +113,21 @@ def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str
     if "save_dir" not in flags and "save_dir" not in from_yaml:
         config = config.replace(save_dir=str(Path("checkpoints") / run_name(config)))
     return config
+
+
+def make_tracker(config, tracking_uri: str | None, resume: bool):
+    """The MLflow tracker of this run (`wno.platform.tracking`); it says where the run is."""
+    from wno.platform import defaults, tracking
+    from wno.utils import mask_url
+
+    uri = defaults.tracking_uri(tracking_uri)
+
+    def show(run_id: str) -> None:
+        url = tracking.run_url(uri, tracker.experiment_id, run_id)
+        typer.echo(f"mlflow: run {run_id} in " + (url or f"{mask_url(uri)} (browse: wno ui)"))
+
+    tracker = tracking.train_tracker(config, tracking_uri=uri, resume=resume, on_run_id=show)
+    return tracker
 
 
 def run_name(config) -> str:

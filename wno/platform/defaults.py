@@ -12,7 +12,9 @@ single-machine study is one directory to look at, back up or delete:
 Machine-specific settings come from the worker's environment, never from a study:
 WNO_STORAGE, WNO_DATA_DIR, WNO_CHECKPOINT_DIR, MLFLOW_TRACKING_URI. The data module also reads
 WNO_CACHE_DIR (where decoded data sets are cached: else <data dir>/.wno-cache when writable, else
-~/.cache/wno) and WNO_OFFLINE=1 (never try a download).
+~/.cache/wno) and WNO_OFFLINE=1 (never try a download); tracking reads WNO_MLFLOW_CHECKPOINTS
+(none | final | best | both: which checkpoints become MLflow artifacts, default final) and
+WNO_GIT_COMMIT (the commit to record when there is no .git, e.g. in a Docker image).
 """
 
 from __future__ import annotations

@@ -399,7 +399,10 @@ class Worker:
             pruner = _PruneCallback(optuna_trial, spec.epoch_metric())
             callbacks.append(pruner)
         if self.callbacks_factory is not None:
-            extra += list(self.callbacks_factory(ctx))
+            try:
+                extra += list(self.callbacks_factory(ctx))
+            except Exception as e:  # tracking is extra: its failure never costs the trial
+                _say(f"trial {label}: callbacks (tracking) not set up: {one_line(str(e), 300)}")
         result = (self.train_fn or train)(config, callbacks + extra, resume=True)
 
         if beat.lost.is_set() or self.queue.state(claim.trial_id) != "RUNNING":
