@@ -161,6 +161,9 @@ def gpu_epochs(data_dir: str | None) -> list[dict]:
 def run(models: tuple[str, ...] = ("vit-micro", "wmsa-micro-patch4"), steps: int = 15) -> list[dict]:
     import torch
 
+    from wno.utils import keep_freed_memory
+
+    keep_freed_memory()  # as `wno train` does on CPU
     rows = [r for m in models for r in pipeline_vs_premade(m, steps=steps)]
     if torch.cuda.is_available():
         rows += [r for m in ("vit-tiny", "wmsa-tiny")

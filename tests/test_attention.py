@@ -122,7 +122,7 @@ def test_paths_match_dense_reference_outputs_and_gradients(path, layout, patch, 
     assert all(g.abs().sum() > 0 for g in grads[3:])  # gradients reach every kernel parameter
 
 
-@pytest.mark.parametrize("block,key_block", [(16, 4), (32, 8), (64, 16)])
+@pytest.mark.parametrize("block,key_block", [(16, 4), (32, 8), (64, 16), (128, 16)])
 def test_sparse_layouts_of_every_granularity_agree(block, key_block):
     kernel = WaveletAttentionKernel(_meta(), 3, 0.25, 1)
     _randomise(kernel)
@@ -169,6 +169,9 @@ def test_flex_path_gradients_match_dense_on_cuda():
 
 def test_resolve_path():
     assert resolve_path("auto", "cpu") == "fused"
+    assert resolve_path("auto", "cpu", gathered_fraction=0.45) == "sparse"
+    assert resolve_path("auto", "cpu", gathered_fraction=0.8) == "fused"
+    assert resolve_path("auto", "cuda", gathered_fraction=0.45) == "flex"
     assert resolve_path("auto", "cuda") == "flex"
     assert resolve_path("sparse", "cuda") == "sparse"
     assert set(PATHS) == {"dense", "fused", "sparse", "flex"}

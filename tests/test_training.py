@@ -379,3 +379,32 @@ def test_micro_model_learns_real_cifar10(make_config, cifar10_dir, cifar10_split
     assert result.best_val_acc >= 0.2, [m.val_acc for m in result.history]
     assert result.test_acc >= 0.18
     assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+# ------------------------------------------------------------------------------------------------
+# CPU allocator
+# ------------------------------------------------------------------------------------------------
+_KEEP_PROBE = """
+import torch
+from wno.utils import keep_freed_memory
+on = keep_freed_memory()
+page = 4096
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
+before = rss()
+x = torch.ones(128 * 2**20 // 4)  # 128 MB, every page touched
+del x
+print(on, (rss() - before) // 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("setting", ["", "system"])
+def test_keep_freed_memory_keeps_large_blocks_for_reuse(setting):
+    env = {**os.environ, "WNO_CPU_ALLOCATOR": setting}
+    out = subprocess.run([sys.executable, "-c", _KEEP_PROBE], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    on, kept_mb = out[0] == "True", int(out[1])
+    if setting == "system":  # the escape hatch leaves glibc alone: the block goes back at once
+        assert not on and kept_mb < 16
+    else:  # the freed 128 MB stays mapped, ready for the next step's tensors
+        assert on and kept_mb >= 100

@@ -1,4 +1,4 @@
-"""Three ways to compute kernel-shaped attention softmax(QK^T s + log K) V, one result.
+"""Four ways to compute kernel-shaped attention softmax(QK^T s + log K) V, one result.
 
 - ``dense``: `scaled_dot_product_attention` with the (N, N) log-kernel as a float mask. The
   reference: simple, exact, and slow on CPU (a mask that needs grad takes the math path).
@@ -8,7 +8,8 @@
 - ``sparse``: block-sparse attention in plain PyTorch. Tokens are ordered so that neighbours in
   space and scale share blocks (`wno.tokenization`); for every query block we gather only the key
   blocks the kernel's support touches, so the work falls with the kernel's radius and bandwidth.
-  Each gathered group runs through the fused kernel with the same augmented q and k.
+  Each gathered group runs through the fused kernel with the same augmented q and k. Query
+  blocks of 128 keep SDPA's CPU kernel efficient; key chunks of 16 keep the gathers coarse.
 - ``flex``: FlexAttention with a `score_mod` that adds log K from the small learnable tables and a
   `block_mask` built from the same support, compiled, for GPUs (on CPU, FlexAttention runs the
   forward only, so it is a reference there).
@@ -33,13 +34,29 @@ from wno.attention_kernel import KernelTables, WaveletAttentionKernel
 PATHS = ("dense", "fused", "sparse", "flex")
 
 
-def resolve_path(path: str, device: torch.device | str) -> str:
-    """`auto` -> flex on CUDA, fused elsewhere (measured fastest on CPU: BENCHMARKS.md)."""
+# On CPU the block-sparse path beats the fused one only when it skips enough work: its gathers
+# and per-group calls cost about what the fused path spends on the pairs it could skip when the
+# gathered fraction is around a half (BENCHMARKS.md, attention rows).
+SPARSE_MAX_GATHERED = 0.5
+
+
+def resolve_path(path: str, device: torch.device | str,
+                 gathered_fraction: float | None = None) -> str:
+    """The attention path `path` runs as on `device`.
+
+    `auto` -> flex on CUDA; on CPU sparse when its layout gathers at most SPARSE_MAX_GATHERED of
+    the key blocks (`SparseLayout.gathered_fraction`), else fused. Every path computes the same
+    attention (tests/test_attention.py), so this is a speed choice only.
+    """
     if path != "auto":
         if path not in PATHS:
             raise ValueError(f"attention path {path!r} is not one of auto, {', '.join(PATHS)}")
         return path
-    return "flex" if torch.device(device).type == "cuda" else "fused"
+    if torch.device(device).type == "cuda":
+        return "flex"
+    if gathered_fraction is not None and gathered_fraction <= SPARSE_MAX_GATHERED:
+        return "sparse"
+    return "fused"
 
 
 def _split_by_cost(counts: list[int], max_groups: int) -> list[int]:
@@ -82,37 +99,20 @@ class _Permute(torch.autograd.Function):
 
 
 class _GatherChunks(torch.autograd.Function):
-    """index_select along dim 1 with repeats; the backward gathers each source chunk's slots
-    (`uses`: (n_chunks, m) slot indices, padded with a pointer to an appended zero slot) and sums
-    them, instead of a scatter-add."""
+    """index_select along dim 1 with repeats; the backward sums each chunk's copies back with one
+    `index_add_` (autograd's generic backward of indexing builds a dense zero tensor per call)."""
 
     @staticmethod
-    def forward(ctx, x, index, uses):
-        ctx.save_for_backward(uses)
+    def forward(ctx, x, index):
+        ctx.save_for_backward(index)
+        ctx.n_chunks = x.shape[1]
         return x.index_select(1, index)
 
     @staticmethod
     def backward(ctx, grad):
-        (uses,) = ctx.saved_tensors
-        grad = F.pad(grad, (0, 0, 0, 1))  # slot S: zeros, for the padding of `uses`
-        picked = grad.index_select(1, uses.flatten())  # (BH, n_chunks * m, C)
-        return picked.view(grad.shape[0], *uses.shape, grad.shape[-1]).sum(2), None, None
-
-
-def _uses_of(index: torch.Tensor, valid: torch.Tensor, n_chunks: int) -> torch.Tensor:
-    """(n_chunks, m): for each chunk, the slots of `index` that read it (valid slots only),
-    padded with len(index) (the zero slot of `_GatherChunks.backward`)."""
-    slots = torch.arange(index.numel(), device=index.device)[valid]
-    chunks = index[valid]
-    order = torch.argsort(chunks, stable=True)
-    chunks, slots = chunks[order], slots[order]
-    counts = torch.bincount(chunks, minlength=n_chunks)
-    m = max(int(counts.max()), 1)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(chunks.numel(), device=index.device) - starts[chunks]
-    uses = torch.full((n_chunks, m), index.numel(), dtype=torch.long, device=index.device)
-    uses[chunks, rank] = slots
-    return uses
+        (index,) = ctx.saved_tensors
+        out = grad.new_zeros(grad.shape[0], ctx.n_chunks, *grad.shape[2:])
+        return out.index_add_(1, index, grad), None
 
 
 class SparseLayout(nn.Module):
@@ -126,7 +126,7 @@ class SparseLayout(nn.Module):
     the static part of log K for the gathered pairs as a mask: (nq, bs, L), -inf off the support.
     """
 
-    def __init__(self, kernel: WaveletAttentionKernel, block_size: int = 32, key_block: int = 4,
+    def __init__(self, kernel: WaveletAttentionKernel, block_size: int = 128, key_block: int = 16,
                  max_groups: int = 4):
         super().__init__()
         if block_size % key_block:
@@ -144,27 +144,22 @@ class SparseLayout(nn.Module):
         bounds = _split_by_cost(counts[q_order].tolist(), max_groups)
         self.n, self.n_pad, self.nb, self.bs, self.bk = n, n_pad, nb, bs, bk
         self.groups: list[tuple[int, int]] = []  # (number of query blocks, key chunks per query)
-        kv_index, kv_valid, start = [], [], 0
+        start = 0
         for g, end in enumerate(bounds):
             q_blocks = q_order[start:end]
             kv = int(counts[q_blocks].max())
-            blocks, slot_valid = self._add_group(g, kernel, support, block_active[q_blocks],
-                                                 q_blocks, kv)
-            kv_index.append(blocks)
-            kv_valid.append(slot_valid.flatten())
+            index = self._add_group(g, kernel, support, block_active[q_blocks], q_blocks, kv)
+            self.register_buffer(f"g{g}_kv", index, persistent=False)  # (nq * kv,) key chunks
             self.groups.append((end - start, kv))
             start = end
         # Queries are processed in q_order (groups are contiguous runs of it) and put back after.
         self.register_buffer("q_order", q_order, persistent=False)
         self.register_buffer("q_inverse", torch.argsort(q_order), persistent=False)
-        kv_index = torch.cat(kv_index)
-        self.register_buffer("kv_index", kv_index, persistent=False)
-        self.register_buffer("kv_uses", _uses_of(kv_index, torch.cat(kv_valid), n_pad // bk),
-                             persistent=False)
         self.block_density = float(counts.sum()) / (nb * n_pad // bk)
         self.gathered_fraction = sum(q * kv for q, kv in self.groups) / (nb * n_pad // bk)
 
-    def _add_group(self, g: int, kernel, support, active, q_blocks, kv: int) -> None:
+    def _add_group(self, g: int, kernel, support, active, q_blocks, kv: int) -> torch.Tensor:
+        """Registers group g's mask; returns the key chunk of each of its slots, (nq * kv,)."""
         n, bs, bk = self.n, self.bs, self.bk
         # Active key chunks first (stable), then filler slots pointing at chunk 0, masked.
         order = torch.argsort((~active).to(torch.int8), dim=1, stable=True)[:, :kv]
@@ -183,7 +178,7 @@ class SparseLayout(nn.Module):
         static = kernel.static_log_k(qc[:, :, None], kc[:, None, :])
         mask = torch.where(valid, torch.where(pad_q, 0.0, static), -math.inf)
         self.register_buffer(f"g{g}_mask", mask[None], persistent=False)  # (1, nq, bs, L)
-        return kv_blocks.flatten(), slot_valid
+        return kv_blocks.flatten()
 
     def group(self, g: int, name: str) -> torch.Tensor:
         return getattr(self, f"g{g}_{name}")
@@ -222,20 +217,21 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
     nb, bs, bk, n_pad = layout.nb, layout.bs, layout.bk, layout.n_pad
     q, k, v, scale = _augment(q, k, v, q_feat, k_feat)
     e = q.shape[-1]
-    # Padded to whole blocks; v stacked with k so one gather serves both: (B, H, n_pad, 2, E).
-    q = F.pad(q, (0, 0, 0, n_pad - N))
-    kv = F.pad(torch.stack([k, v], dim=3), (0, 0, 0, 0, 0, n_pad - N))
-    qb = _Permute.apply(q.reshape(B * H, nb, bs * e), layout.q_order, layout.q_inverse)
-    kvg = _GatherChunks.apply(kv.reshape(B * H, n_pad // bk, bk * 2 * e), layout.kv_index,
-                              layout.kv_uses)  # (BH, slots, bk * 2 * E)
-    # split/unbind (not slicing): their backward is one concatenation, not a zero-filled full-size
-    # tensor per slice.
+    # Padded to whole blocks; q as query blocks, k and v as key chunks.
+    q = F.pad(q, (0, 0, 0, n_pad - N)).view(B * H, nb, bs * e)
+    k = F.pad(k, (0, 0, 0, n_pad - N)).view(B * H, n_pad // bk, bk * e)
+    v = F.pad(v, (0, 0, 0, n_pad - N)).view(B * H, n_pad // bk, bk * e)
+    qb = _Permute.apply(q, layout.q_order, layout.q_inverse)  # groups are runs of q_order
+    # split (not slicing): its backward is one concatenation, not a zero-filled tensor per slice.
     q_parts = qb.split([nq for nq, _ in layout.groups], dim=1)
-    kv_parts = kvg.split([nq * chunks for nq, chunks in layout.groups], dim=1)
     outs = []
     for g, (nq, chunks) in enumerate(layout.groups):
         qg = q_parts[g].view(B * H, nq, bs, e)  # (BH, nq, bs, E)
-        kg, vg = kv_parts[g].view(B * H, nq, chunks * bk, 2, e).unbind(3)  # (BH, nq, L, E)
+        # One gather per group and tensor: contiguous inputs for SDPA, and gradients that go
+        # straight back to the chunks (no stacking or concatenation of gathered copies).
+        index = layout.group(g, "kv")
+        kg = _GatherChunks.apply(k, index).view(B * H, nq, chunks * bk, e)  # (BH, nq, L, E)
+        vg = _GatherChunks.apply(v, index).view(B * H, nq, chunks * bk, e)
         mask = layout.group(g, "mask").to(q.dtype)
         outs.append(F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask,
                                                    dropout_p=dropout_p, scale=scale))
@@ -347,7 +343,7 @@ class KernelAttention(nn.Module):
     """Owns the kernel and the static structures of every path; builds the per-forward bias."""
 
     def __init__(self, kernel: WaveletAttentionKernel, path: str = "auto",
-                 sparse_block_size: int = 32, sparse_key_block: int = 4,
+                 sparse_block_size: int = 128, sparse_key_block: int = 16,
                  flex_block_size: int = 128):
         super().__init__()
         if path != "auto" and path not in PATHS:
@@ -358,7 +354,7 @@ class KernelAttention(nn.Module):
         self._block_masks: dict[str, object] = {}  # per device: flex BlockMask, static log K
 
     def build(self, device: torch.device) -> KernelAttentionBias:
-        path = resolve_path(self.path, device)
+        path = resolve_path(self.path, device, self.sparse_layout.gathered_fraction)
         if path in ("sparse", "fused"):
             q_feat, k_feat = self.kernel.token_features()
             if path == "fused":

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wno.config import TrainConfig
+from wno.utils import keep_freed_memory
 
 if TYPE_CHECKING:
     import torch
@@ -282,6 +283,8 @@ def train(config: TrainConfig, callbacks: tuple[Callback, ...] | list[Callback] 
     config.validate()
     callbacks = list(callbacks)
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     save_dir = Path(config.save_dir)
     ckpt = read_resume_checkpoint(config)
     if not resume:

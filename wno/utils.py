@@ -42,3 +42,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+_ALLOCATOR_TUNED = False
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
+
+    By default every allocation over 32 MB (attention scores, gathered key blocks) is a fresh
+    mmap that page-faults on first touch and is unmapped on free: on CPU that costs more than the
+    copy itself (measured in BENCHMARKS.md). With mmap off and trimming off, a training step's
+    large tensors reuse the same pages every step. The price is a process that keeps its peak
+    memory. Idempotent; a no-op off glibc or with WNO_CPU_ALLOCATOR=system. Returns whether the
+    setting is in effect.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if os.environ.get("WNO_CPU_ALLOCATOR", "").lower() == "system":
+        return False
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+        ok = libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    _ALLOCATOR_TUNED = ok
+    return ok
