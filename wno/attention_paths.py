@@ -8,7 +8,7 @@
 - ``sparse``: block-sparse attention in plain PyTorch. Tokens are ordered so that neighbours in
   space and scale share blocks (`wno.tokenization`); for every query block we gather only the key
   blocks the kernel's support touches, so the work falls with the kernel's radius and bandwidth.
-  Each gathered group runs through the fused kernel with the same augmented q and k. Query
+  Each query block runs through the fused kernel with the same augmented q and k. Query
   blocks of 128 keep SDPA's CPU kernel efficient; key chunks of 16 keep the gathers coarse.
 - ``flex``: FlexAttention with a `score_mod` that adds log K from the small learnable tables and a
   `block_mask` built from the same support, compiled, for GPUs (on CPU, FlexAttention runs the
@@ -59,75 +59,65 @@ def resolve_path(path: str, device: torch.device | str,
     return "fused"
 
 
-def _split_by_cost(counts: list[int], max_groups: int) -> list[int]:
-    """Split sorted `counts` into <= max_groups contiguous runs minimising sum(len * max).
-
-    Returns the run boundaries (end indices). Padding every query block to the global maximum of
-    key blocks wastes work when a few blocks (coarse levels) touch many more keys than the rest.
-    """
-    n = len(counts)
-    best = [[math.inf] * (n + 1) for _ in range(max_groups + 1)]
-    cut = [[0] * (n + 1) for _ in range(max_groups + 1)]
-    best[0][0] = 0
-    for g in range(1, max_groups + 1):
-        for end in range(1, n + 1):
-            for start in range(end):
-                cost = best[g - 1][start] + (end - start) * max(counts[start:end])
-                if cost < best[g][end]:
-                    best[g][end], cut[g][end] = cost, start
-    g = min(range(1, max_groups + 1), key=lambda k: best[k][n])
-    bounds, end = [], n
-    while end > 0:
-        bounds.append(end)
-        end, g = cut[g][end], g - 1
-    return sorted(bounds)
-
-
-class _Permute(torch.autograd.Function):
-    """index_select along dim 1 by a permutation; the backward is the inverse permutation
-    (a gather, not the scatter-add autograd would use, which is ~10x slower on CPU)."""
+class _GatherBlocks(torch.autograd.Function):
+    """Gathers, for every query block, the key chunks it reads: one index_select forward, split
+    into one (BH, chunks, C) tensor per block; the backward adds every block's gradient back into
+    the chunks with one zero fill and an `index_add_` per block (autograd's own backward of
+    indexing would fill and sum a full-size tensor per block)."""
 
     @staticmethod
-    def forward(ctx, x, perm, inverse):
-        ctx.save_for_backward(inverse)
-        return x.index_select(1, perm)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(1, inverse), None, None
-
-
-class _GatherChunks(torch.autograd.Function):
-    """index_select along dim 1 with repeats; the backward sums each chunk's copies back with one
-    `index_add_` (autograd's generic backward of indexing builds a dense zero tensor per call)."""
-
-    @staticmethod
-    def forward(ctx, x, index):
+    def forward(ctx, x, index, sizes: list[int]):
         ctx.save_for_backward(index)
-        ctx.n_chunks = x.shape[1]
-        return x.index_select(1, index)
+        ctx.n_chunks, ctx.sizes = x.shape[1], sizes
+        return x.index_select(1, index).split(sizes, dim=1)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        (index,) = ctx.saved_tensors
+        first = next(g for g in grads if g is not None)
+        out = first.new_zeros(first.shape[0], ctx.n_chunks, first.shape[2])
+        for block_index, grad in zip(index.split(ctx.sizes), grads):
+            if grad is not None:
+                out.index_add_(1, block_index, grad.reshape(grad.shape[0], -1, out.shape[2]))
+        return out, None, None
+
+
+class _Pack(torch.autograd.Function):
+    """(B, H, N, dh) head tensor -> (B * H, n_pad, dh + f): `feat * factor` appended as f channels
+    (zeros when feat is None, for v), zeros for the padded tokens. One copy forward and views
+    backward, where concatenating, padding and reshaping cost a copy each, both ways."""
+
+    @staticmethod
+    def forward(ctx, x, feat, n_pad: int, f: int, factor: float):
+        B, H, N, dh = x.shape
+        out = x.new_zeros(B, H, n_pad, dh + f) if n_pad > N or feat is None else \
+            x.new_empty(B, H, n_pad, dh + f)
+        out[:, :, :N, :dh] = x
+        if feat is not None:
+            out[:, :, :N, dh:] = (feat * factor).to(x.dtype)
+        ctx.shape, ctx.factor, ctx.has_feat = (B, H, N, dh), factor, feat is not None
+        return out.view(B * H, n_pad, dh + f)
 
     @staticmethod
     def backward(ctx, grad):
-        (index,) = ctx.saved_tensors
-        out = grad.new_zeros(grad.shape[0], ctx.n_chunks, *grad.shape[2:])
-        return out.index_add_(1, index, grad), None
+        B, H, N, dh = ctx.shape
+        grad = grad.view(B, H, -1, grad.shape[-1])[:, :, :N]
+        grad_feat = None
+        if ctx.has_feat and ctx.needs_input_grad[1]:
+            grad_feat = grad[..., dh:].sum((0, 1)) * ctx.factor
+        return grad[..., :dh], grad_feat, None, None, None
 
 
 class SparseLayout(nn.Module):
     """Static block structure of the kernel's support, for the `sparse` path.
 
     Queries are cut into nb blocks of `block_size` tokens, keys into finer chunks of `key_block`
-    tokens (a query block gathers only the key chunks its support touches, so finer chunks waste
-    less). Query blocks are grouped by how many key chunks they touch (at most `max_groups`
-    groups); within a group every query block gathers the same number of chunks (its own active
-    ones, padded with masked filler), so each group is one fused attention call. Per group we keep
-    the static part of log K for the gathered pairs as a mask: (nq, bs, L), -inf off the support.
+    tokens: a query block gathers only the key chunks its support touches (finer chunks waste
+    less, coarser ones gather faster). For every query block we keep the chunks it reads and the
+    static part of log K for the gathered pairs as a mask: (1, 1, bs, L_b), -inf off the support.
     """
 
-    def __init__(self, kernel: WaveletAttentionKernel, block_size: int = 128, key_block: int = 16,
-                 max_groups: int = 4):
+    def __init__(self, kernel: WaveletAttentionKernel, block_size: int = 128, key_block: int = 16):
         super().__init__()
         if block_size % key_block:
             raise ValueError(f"block_size={block_size} must be a multiple of key_block={key_block}")
@@ -138,50 +128,31 @@ class SparseLayout(nn.Module):
         device = kernel.level.device
         support = torch.zeros(n_pad, n_pad, dtype=torch.bool, device=device)
         support[:n, :n] = kernel.support()
-        block_active = support.view(nb, bs, n_pad // bk, bk).any(dim=3).any(dim=1)  # (nb, nk)
-        counts = block_active.sum(1)
-        q_order = torch.argsort(counts, stable=True)  # query blocks by number of key chunks
-        bounds = _split_by_cost(counts[q_order].tolist(), max_groups)
+        active = support.view(nb, bs, n_pad // bk, bk).any(dim=3).any(dim=1)  # (nb, n_pad // bk)
         self.n, self.n_pad, self.nb, self.bs, self.bk = n, n_pad, nb, bs, bk
-        self.groups: list[tuple[int, int]] = []  # (number of query blocks, key chunks per query)
-        start = 0
-        for g, end in enumerate(bounds):
-            q_blocks = q_order[start:end]
-            kv = int(counts[q_blocks].max())
-            index = self._add_group(g, kernel, support, block_active[q_blocks], q_blocks, kv)
-            self.register_buffer(f"g{g}_kv", index, persistent=False)  # (nq * kv,) key chunks
-            self.groups.append((end - start, kv))
-            start = end
-        # Queries are processed in q_order (groups are contiguous runs of it) and put back after.
-        self.register_buffer("q_order", q_order, persistent=False)
-        self.register_buffer("q_inverse", torch.argsort(q_order), persistent=False)
-        self.block_density = float(counts.sum()) / (nb * n_pad // bk)
-        self.gathered_fraction = sum(q * kv for q, kv in self.groups) / (nb * n_pad // bk)
+        chunks = [torch.nonzero(row).flatten() for row in active]
+        self.sizes = [len(c) for c in chunks]  # key chunks each query block reads
+        self.register_buffer("kv_index", torch.cat(chunks), persistent=False)
+        for b, c in enumerate(chunks):
+            self.register_buffer(f"mask{b}", self._mask(kernel, support, b, c), persistent=False)
+        self.gathered_fraction = sum(self.sizes) / (nb * n_pad // bk)
 
-    def _add_group(self, g: int, kernel, support, active, q_blocks, kv: int) -> torch.Tensor:
-        """Registers group g's mask; returns the key chunk of each of its slots, (nq * kv,)."""
+    def _mask(self, kernel, support, b: int, chunks: torch.Tensor) -> torch.Tensor:
         n, bs, bk = self.n, self.bs, self.bk
-        # Active key chunks first (stable), then filler slots pointing at chunk 0, masked.
-        order = torch.argsort((~active).to(torch.int8), dim=1, stable=True)[:, :kv]
-        slot_valid = torch.gather(active, 1, order)  # (nq, kv)
-        kv_blocks = torch.where(slot_valid, order, torch.zeros_like(order))
-        kv_tok = (kv_blocks[:, :, None] * bk + torch.arange(bk, device=order.device))
-        kv_tok = kv_tok.reshape(len(q_blocks), kv * bk)  # (nq, L)
-        q_tok = q_blocks[:, None] * bs + torch.arange(bs, device=order.device)  # (nq, bs)
-        slot_ok = slot_valid.repeat_interleave(bk, dim=1)[:, None, :]  # (nq, 1, L)
-        valid = support[q_tok[:, :, None], kv_tok[:, None, :]] & slot_ok  # (nq, bs, L)
+        kv_tok = (chunks[:, None] * bk + torch.arange(bk, device=chunks.device)).flatten()  # (L,)
+        q_tok = b * bs + torch.arange(bs, device=chunks.device)  # (bs,)
+        valid = support[q_tok[:, None], kv_tok[None, :]]  # (bs, L)
         # Padded query rows are dropped after attention but need a finite entry, or the softmax
         # (and its gradient) turns to NaN: let them see every real key they gathered.
-        pad_q = (q_tok >= n)[:, :, None]
-        valid = torch.where(pad_q, (kv_tok < n)[:, None, :] & slot_ok, valid)
+        pad_q = (q_tok >= n)[:, None]
+        valid = torch.where(pad_q, (kv_tok < n)[None, :], valid)
         qc, kc = q_tok.clamp(max=n - 1), kv_tok.clamp(max=n - 1)
-        static = kernel.static_log_k(qc[:, :, None], kc[:, None, :])
+        static = kernel.static_log_k(qc[:, None], kc[None, :])
         mask = torch.where(valid, torch.where(pad_q, 0.0, static), -math.inf)
-        self.register_buffer(f"g{g}_mask", mask[None], persistent=False)  # (1, nq, bs, L)
-        return kv_blocks.flatten()
+        return mask[None, None]  # (1, 1, bs, L)
 
-    def group(self, g: int, name: str) -> torch.Tensor:
-        return getattr(self, f"g{g}_{name}")
+    def mask(self, b: int) -> torch.Tensor:
+        return getattr(self, f"mask{b}")
 
 
 def _augment(q, k, v, q_feat, k_feat):
@@ -210,33 +181,30 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
     """Block-sparse softmax(q k^T / sqrt(d) + log K) v over the blocks in `layout`.
 
     The learnable part of log K enters as extra channels of q and k (`q_feat . k_feat`, see
-    `WaveletAttentionKernel.token_features`), the static part as each group's mask, so every group
-    runs through `scaled_dot_product_attention`'s fused kernel with a mask that needs no gradient.
+    `WaveletAttentionKernel.token_features`), the static part as each query block's mask, so every
+    block runs through `scaled_dot_product_attention`'s fused kernel with a mask that needs no
+    gradient.
     """
     B, H, N, dh = q.shape  # (B, H, N, dh)
     nb, bs, bk, n_pad = layout.nb, layout.bs, layout.bk, layout.n_pad
-    q, k, v, scale = _augment(q, k, v, q_feat, k_feat)
-    e = q.shape[-1]
-    # Padded to whole blocks; q as query blocks, k and v as key chunks.
-    q = F.pad(q, (0, 0, 0, n_pad - N)).view(B * H, nb, bs * e)
-    k = F.pad(k, (0, 0, 0, n_pad - N)).view(B * H, n_pad // bk, bk * e)
-    v = F.pad(v, (0, 0, 0, n_pad - N)).view(B * H, n_pad // bk, bk * e)
-    qb = _Permute.apply(q, layout.q_order, layout.q_inverse)  # groups are runs of q_order
-    # split (not slicing): its backward is one concatenation, not a zero-filled tensor per slice.
-    q_parts = qb.split([nq for nq, _ in layout.groups], dim=1)
+    f = q_feat.shape[-1]
+    e, scale = dh + f, dh**-0.5
+    # q's features pre-divided by the softmax scale, so SDPA's scaling leaves q_feat . k_feat
+    # intact; v gets zero channels to match the head size.
+    q = _Pack.apply(q, q_feat, n_pad, f, 1 / scale).view(B * H, nb, bs * e)  # query blocks
+    k = _Pack.apply(k, k_feat, n_pad, f, 1.0).view(B * H, n_pad // bk, bk * e)  # key chunks
+    v = _Pack.apply(v, None, n_pad, f, 1.0).view(B * H, n_pad // bk, bk * e)
+    kg = _GatherBlocks.apply(k, layout.kv_index, layout.sizes)
+    vg = _GatherBlocks.apply(v, layout.kv_index, layout.sizes)
     outs = []
-    for g, (nq, chunks) in enumerate(layout.groups):
-        qg = q_parts[g].view(B * H, nq, bs, e)  # (BH, nq, bs, E)
-        # One gather per group and tensor: contiguous inputs for SDPA, and gradients that go
-        # straight back to the chunks (no stacking or concatenation of gathered copies).
-        index = layout.group(g, "kv")
-        kg = _GatherChunks.apply(k, index).view(B * H, nq, chunks * bk, e)  # (BH, nq, L, E)
-        vg = _GatherChunks.apply(v, index).view(B * H, nq, chunks * bk, e)
-        mask = layout.group(g, "mask").to(q.dtype)
-        outs.append(F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask,
-                                                   dropout_p=dropout_p, scale=scale))
-    out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]  # (BH, nb, bs, E) in q order
-    out = _Permute.apply(out.view(B * H, nb, bs * e), layout.q_inverse, layout.q_order)
+    # One call per query block, each a single "head": SDPA's CPU kernel works in (B, L, H, E)
+    # order, which for one head is the layout the gathers produce, so nothing is transposed.
+    for b, (qb, kb, vb) in enumerate(zip(q.unbind(1), kg, vg)):
+        L = kb.shape[1] * bk
+        outs.append(F.scaled_dot_product_attention(
+            qb.view(B * H, 1, bs, e), kb.view(B * H, 1, L, e), vb.view(B * H, 1, L, e),
+            attn_mask=layout.mask(b).to(q.dtype), dropout_p=dropout_p, scale=scale))
+    out = torch.cat(outs, dim=1)  # (BH, nb, bs, E)
     return out.view(B, H, n_pad, e)[:, :, :N, :dh]
 
 
