@@ -75,7 +75,7 @@ def _worker_process(url: str, study: str, ckpt: str, ready, start, results) -> N
 def _study(name: str, n_trials: int):
     from wno.platform.spec import parse_spec
 
-    base = dict(model="vit", model_size="micro", dataset="synthetic", epochs=1)
+    base = dict(model="vit", model_size="micro", dataset="synthetic", epochs=1, val_size=500)
     return parse_spec({"name": name, "base": base, "grid": {"lr": [1e-3 * (i + 1) for i in
                                                                      range(n_trials)]},
                        "seeds": 1})

@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 
-SUITES = ("model", "training", "data", "queue", "tracking", "report")
+SUITES = ("model", "gpu", "training", "data", "queue", "tracking", "report")
 
 
 def machine() -> str:

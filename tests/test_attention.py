@@ -148,24 +148,66 @@ def test_flex_path_forward_matches_dense_on_cpu():
     assert torch.allclose(out, ref_out, atol=1e-5)
 
 
+def test_flex_path_applies_attention_dropout_through_the_fused_path():
+    # FlexAttention has no dropout: asked for it, the flex path must not silently skip it.
+    kernel = WaveletAttentionKernel(_meta(2, "patch", 2), 2, 0.3, 1)
+    ka = KernelAttention(kernel, "flex")
+    q, k, v = (t.detach() for t in _attention_inputs(kernel.level.numel()))
+    outs = {}
+    for path in ("flex", "fused"):
+        ka.path = path
+        torch.manual_seed(0)
+        outs[path] = ka.build(torch.device("cpu")).attend(q, k, v, dropout_p=0.5)
+    ka.path = "fused"
+    no_dropout = ka.build(torch.device("cpu")).attend(q, k, v)
+    assert torch.equal(outs["flex"], outs["fused"])
+    assert not torch.allclose(outs["flex"], no_dropout)
+
+
+def test_flex_score_mod_rebuilt_every_forward_reuses_the_compiled_kernel():
+    # The score_mod captures this forward's orientation table (a new tensor each step); the
+    # compiled FlexAttention must be reused, not re-specialised per step. Dynamo's guards are the
+    # same for every backend, so the eager backend checks this on CPU.
+    import torch._dynamo
+    from torch.nn.attention.flex_attention import flex_attention
+
+    kernel = WaveletAttentionKernel(_meta(2, "patch", 2), 2, 0.3, 1)
+    ka = KernelAttention(kernel, "dense")
+    q, k, v = (t.detach() for t in _attention_inputs(kernel.level.numel()))
+    torch._dynamo.reset()
+    compiled = torch.compile(flex_attention, backend="eager", dynamic=False)
+    with torch.no_grad():
+        for step in range(3):
+            kernel.orient_raw.add_(0.3)  # an optimiser step: new table values
+            ka.path = "dense"
+            ref = ka.build(torch.device("cpu")).attend(q, k, v)
+            ka.path = "flex"
+            bias = ka.build(torch.device("cpu"))
+            with torch._dynamo.config.patch(error_on_recompile=step > 0):
+                out = compiled(q, k, v, score_mod=bias.score_mod, block_mask=bias.block_mask)
+            assert torch.allclose(out, ref, atol=1e-5)  # and it reads this step's table
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention backward needs CUDA")
 def test_flex_path_gradients_match_dense_on_cuda():
     kernel = WaveletAttentionKernel(_meta(), 3, 0.25, 1).cuda()
     _randomise(kernel)
     ka = KernelAttention(kernel, "dense").cuda()
     q, k, v = (t.detach().cuda().requires_grad_() for t in _attention_inputs(1329))
-    ka.path = "dense"
-    ref = ka.build(q.device).attend(q, k, v)
-    ref.sum().backward()
-    ref_grads = [t.grad.clone() for t in (q, k, v)]
-    for t in (q, k, v):
-        t.grad = None
-    ka.path = "flex"
-    out = ka.build(q.device).attend(q, k, v)
-    out.sum().backward()
-    assert torch.allclose(out, ref, atol=1e-4)
-    for a, b in zip([t.grad for t in (q, k, v)], ref_grads):
-        assert torch.allclose(a, b, atol=1e-3)
+    grads = {}
+    for path in ("dense", "flex"):
+        for t in [q, k, v, *ka.parameters()]:
+            t.grad = None
+        ka.path = path
+        out = ka.build(q.device).attend(q, k, v)
+        (out * torch.linspace(-1, 1, out.shape[-1], device=q.device)).sum().backward()
+        grads[path] = (out.detach(), [t.grad.clone() for t in [q, k, v, *ka.parameters()]])
+    import wno.attention_paths as paths
+
+    assert not paths._flex_fallback_warned  # FlexAttention itself ran, not the fused fallback
+    assert torch.allclose(grads["flex"][0], grads["dense"][0], atol=1e-4)
+    for a, b in zip(grads["flex"][1], grads["dense"][1]):  # q, k, v, every kernel parameter
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), (a - b).abs().max()
 
 
 def test_resolve_path():

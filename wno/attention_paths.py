@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wno.attention_kernel import KernelTables, WaveletAttentionKernel
+from wno.attention_kernel import N_ORIENT, KernelTables, WaveletAttentionKernel
 
 PATHS = ("dense", "fused", "sparse", "flex")
 
@@ -218,33 +218,36 @@ def _compiled_flex():
 _flex_fallback_warned = False
 
 
-def flex_score_mod(kernel: WaveletAttentionKernel):
-    """FlexAttention score_mod adding log K for (q_idx, kv_idx).
+def flex_score_mod(kernel: WaveletAttentionKernel, t: KernelTables):
+    """FlexAttention score_mod adding log K for (q_idx, kv_idx), from this forward's tables `t`.
 
-    Built once per device and reused every step: it reads the kernel's parameters themselves
-    (stable objects, gradients flow to them through FlexAttention's backward) and the static
-    token buffers, so the compiled kernel is not re-specialised each step.
+    FlexAttention's compiled backward (torch 2.11 on an H200) rejects a score_mod that indexes a
+    tensor needing gradients twice, or captures a 0-d one (pytorch#145208), so every learnable
+    input is a small table indexed exactly once: the scale table and 1 / (2 l^2) (repeated) by
+    level pair, the orientation table by orientation pair. Built every forward from the same code
+    over same-shaped tensors, so the compiled kernel is reused (tests/test_attention.py checks
+    that nothing recompiles). The compiled backward of this version is not yet verified on a GPU
+    (BENCHMARKS.md, gpu); where it fails, training continues on the fused path with a warning.
     """
     level, orient = kernel.level, kernel.orient
     px, py = kernel.pos[:, 0].contiguous(), kernel.pos[:, 1].contiguous()
-    log_sigma, log_length, orient_raw = kernel.log_sigma, kernel.log_length, kernel.orient_raw
-    radius, span = kernel.radius, kernel.scale_bandwidth + 1
-    rank = orient_raw.shape[1]
+    radius, n_scale = kernel.radius, kernel.n_levels + 1
+    scale_table, orient_table = t.scale.flatten(), t.orient.flatten()
+    # One entry per level pair (all equal), indexed like the scale table: torch 2.11's backward
+    # could not lower the gradient scatter of an index that depends on the query alone (H200).
+    inv_two_l2 = t.inv_two_l2.reshape(1).repeat(n_scale * n_scale)
 
     def log_wendland(r):
         rr = torch.where(r < 1, r, 0.0)
         return torch.where(r < 1, 4 * torch.log1p(-rr) + torch.log1p(4 * rr), -float("inf"))
 
     def score_mod(score, b, h, q_idx, kv_idx):
-        dj = (level[q_idx] - level[kv_idx]).abs().to(torch.float32)
+        level_pair = level[q_idx] * n_scale + level[kv_idx]
         d2 = (px[q_idx] - px[kv_idx]) ** 2 + (py[q_idx] - py[kv_idx]) ** 2
-        log_scale = -dj * dj * 0.5 * torch.exp(-2 * log_sigma) + log_wendland(dj / span)
-        gram = F.softplus(orient_raw[orient[q_idx], 0]) * F.softplus(orient_raw[orient[kv_idx], 0])
-        for r in range(1, rank):
-            gram = gram + (F.softplus(orient_raw[orient[q_idx], r])
-                           * F.softplus(orient_raw[orient[kv_idx], r]))
-        log_space = -d2 * 0.5 * torch.exp(-2 * log_length) + log_wendland(torch.sqrt(d2) / radius)
-        return score + log_scale + torch.log(gram) + log_space
+        log_scale = scale_table[level_pair]
+        log_orient = orient_table[orient[q_idx] * N_ORIENT + orient[kv_idx]]
+        log_space = -d2 * inv_two_l2[level_pair] + log_wendland(torch.sqrt(d2) / radius)
+        return score + log_scale + log_orient + log_space
 
     return score_mod
 
@@ -279,7 +282,7 @@ class KernelAttentionBias:
     static: torch.Tensor | None = None  # (N, N) for "fused"
     score_mod: object = None  # for "flex"
     block_mask: object = None
-    fallback: object = None  # "flex": builds the dense bias if compiling FlexAttention fails
+    fallback: object = None  # "flex": builds the fused path's bias, used where flex cannot run
 
     def attend(self, q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
         global _flex_fallback_warned
@@ -288,6 +291,8 @@ class KernelAttentionBias:
         if self.path == "fused":
             return fused_attention(q, k, v, self.q_feat, self.k_feat, self.static, dropout_p)
         if self.path == "flex":
+            if dropout_p > 0:  # FlexAttention has no attention dropout: the same math, fused
+                return self._fallback().attend(q, k, v, dropout_p)
             if q.device.type != "cuda":  # CPU: the eager forward-only reference
                 from torch.nn.attention.flex_attention import flex_attention
 
@@ -297,14 +302,19 @@ class KernelAttentionBias:
                 try:
                     return _compiled_flex()(q, k, v, score_mod=self.score_mod,
                                             block_mask=self.block_mask)
-                except Exception as e:  # same math on the dense path rather than a dead run
-                    warnings.warn(f"FlexAttention failed ({type(e).__name__}: {e}); using dense "
-                                  f"SDPA with the same kernel from now on", stacklevel=2)
+                except Exception as e:  # the same math on the fused path rather than a dead run
+                    warnings.warn(f"FlexAttention failed ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:300]}); using the fused SDPA path "
+                                  f"with the same kernel from now on", stacklevel=2)
                     _flex_fallback_warned = True
-            if self.dense is None:
-                self.dense = self.fallback()
+            return self._fallback().attend(q, k, v, dropout_p)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense.to(q.dtype),
                                               dropout_p=dropout_p)
+
+    def _fallback(self) -> "KernelAttentionBias":
+        if not isinstance(self.fallback, KernelAttentionBias):
+            self.fallback = self.fallback()
+        return self.fallback
 
 
 class KernelAttention(nn.Module):
@@ -323,24 +333,28 @@ class KernelAttention(nn.Module):
 
     def build(self, device: torch.device) -> KernelAttentionBias:
         path = resolve_path(self.path, device, self.sparse_layout.gathered_fraction)
-        if path in ("sparse", "fused"):
+        if path == "fused":
+            return self._fused(device)
+        if path == "sparse":
             q_feat, k_feat = self.kernel.token_features()
-            if path == "fused":
-                return KernelAttentionBias(path, q_feat=q_feat, k_feat=k_feat,
-                                           static=self._static(device))
             return KernelAttentionBias(path, layout=self.sparse_layout, q_feat=q_feat,
                                        k_feat=k_feat)
         t = self.kernel.tables()
         if path == "flex":
             key = str(device)
             if key not in self._block_masks:  # after .to(device): the buffers live there now
-                self._block_masks[key] = (flex_block_mask(self.kernel, device,
-                                                          self.flex_block_size),
-                                          flex_score_mod(self.kernel))
-            block_mask, score_mod = self._block_masks[key]
-            return KernelAttentionBias(path, score_mod=score_mod, block_mask=block_mask,
-                                       fallback=functools.partial(self._dense, t, device))
+                self._block_masks[key] = flex_block_mask(self.kernel, device,
+                                                         self.flex_block_size)
+            score_mod = flex_score_mod(self.kernel, t)
+            return KernelAttentionBias(path, score_mod=score_mod,
+                                       block_mask=self._block_masks[key],
+                                       fallback=functools.partial(self._fused, device))
         return KernelAttentionBias(path, dense=self._dense(t, device))
+
+    def _fused(self, device: torch.device) -> KernelAttentionBias:
+        q_feat, k_feat = self.kernel.token_features()
+        return KernelAttentionBias("fused", q_feat=q_feat, k_feat=k_feat,
+                                   static=self._static(device))
 
     def _static(self, device: torch.device) -> torch.Tensor:
         """(N, N) static log K (no parameters), built once per device."""
