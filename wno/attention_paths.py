@@ -35,7 +35,7 @@ PATHS = ("dense", "fused", "sparse", "flex")
 
 
 # On CPU the block-sparse path beats the fused one only when it skips enough work: its gathers
-# and per-group calls cost about what the fused path spends on the pairs it could skip when the
+# and per-block calls cost about what the fused path spends on the pairs it could skip when the
 # gathered fraction is around a half (BENCHMARKS.md, attention rows).
 SPARSE_MAX_GATHERED = 0.5
 
