@@ -45,8 +45,8 @@ def _measure(config, batch: int, steps: int) -> tuple[float, float]:
     cost = model_cost(model, config)
     images_per_s = throughput(model, batch_size=batch, steps=steps, warmup=3, device="cuda",
                               autocast_dtype=torch.bfloat16)
-    if config.attention == "flex" and config.use_kernel and paths._flex_fallback_warned:
-        raise RuntimeError("FlexAttention failed to compile; the run fell back to dense")
+    if config.attention == "flex" and config.use_kernel and paths.flex_fell_back():
+        raise RuntimeError("FlexAttention failed to compile; the run fell back to fused")
     return images_per_s, cost.train_flops * images_per_s / 1e12
 
 

@@ -2,15 +2,17 @@
 
 - `storage_url`: parametrised over SQLite (a fresh file per test) and PostgreSQL (a temporary
   database created for the test module and dropped after it; skipped, with the reason, when
-  WNO_TEST_POSTGRES_URL is unset). Use it with `from tests.platform_helpers import *`-free
-  imports: `from tests.platform_helpers import storage_url, pg_database  # noqa: F401`.
+  WNO_TEST_POSTGRES_URL is unset). Import both by name (`tests/` is on sys.path):
+  `from platform_helpers import storage_url, pg_database  # noqa: F401`.
 - `write_study(folder, name, **sections)`: a study YAML on disk.
 - `TINY`: the cheapest real training config (micro ViT, 32 synthetic images, 1 epoch).
-- `worker_env(tmp_path)`, `start_worker(...)`, `run_wno(...)`: the real CLI as subprocesses.
+- `worker_env(tmp_path)`, `start_worker(...)`, `run_wno(...)`: the real CLI as subprocesses;
+  `epochs_done(checkpoint_folder)`: how far a worker's trial has got.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,6 +120,14 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: 
             return value
         time.sleep(every)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def epochs_done(folder: Path) -> int:
+    """Epochs recorded in a trial's `metrics.json` (0 before the first, or mid-write)."""
+    try:
+        return len(json.loads((folder / "metrics.json").read_text())["history"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
 
 
 def trials(url: str, name: str):

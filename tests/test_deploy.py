@@ -890,22 +890,20 @@ def _pg_env(url, **extra: str) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def _temporary_database_name(url):
+def _connect(url, autocommit: bool = False):
     import psycopg
 
+    return psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
+                           password=url.password, dbname=url.database, autocommit=autocommit)
+
+
+@contextlib.contextmanager
+def _temporary_database_name(url):
     name = f"wno_mlflow_test_{uuid.uuid4().hex[:10]}"
     try:
         yield name
     finally:
-        with psycopg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-            autocommit=True,
-        ) as conn:
+        with _connect(url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -919,21 +917,13 @@ def _run_init_script(url, db_name: str) -> subprocess.CompletedProcess:
 @needs_postgres
 @pytest.mark.postgres
 def test_init_script_creates_mlflow_database_once(tmp_path):
-    import psycopg
-
     url = _pg()
     with _temporary_database_name(url) as name:
         first = _run_init_script(url, name)
         assert first.returncode == 0, first.stderr
         again = _run_init_script(url, name)  # a restart with an existing database is harmless
         assert again.returncode == 0, again.stderr
-        with psycopg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-        ) as conn:
+        with _connect(url) as conn:
             owner = conn.execute(
                 "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
             ).fetchone()

@@ -460,33 +460,21 @@ def test_artifacts_of_a_local_store_live_beside_it(tmp_path, monkeypatch):
 
 
 # --- `wno worker` processes (the CLI wires the tracker in) ---------------------------------------------
-def write_study_file(folder: Path, name: str, **changes) -> Path:
-    path = folder / f"{name}.yaml"
-    doc = {"name": name, "base": {**TINY_WAVELET, **changes}, "grid": {"lr": [2e-3]}, "seeds": 1}
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-def epochs_done(folder: Path) -> int:
-    try:
-        return len(json.loads((folder / "metrics.json").read_text())["history"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return 0
-
-
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_leaves_one_run_with_every_epoch_once(tmp_path):
     """Worker A is SIGKILLed after its first epoch; once the trial is stale, worker B retries it
     from A's checkpoint: one MLflow run for the configuration, each epoch in it once."""
     import signal
 
-    from platform_helpers import start_worker, trials, wait_for, worker_env
+    from platform_helpers import epochs_done, start_worker, trials, wait_for, worker_env, write_study
     from wno.platform.queue import StudyQueue, grace
     from wno.platform.spec import load_spec
 
     name = f"kill-{uuid.uuid4().hex[:8]}"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    spec = load_spec(write_study_file(tmp_path, name, train_size=256, epochs=4))
+    spec = load_spec(write_study(tmp_path, name, base={**TINY_WAVELET, "train_size": 256,
+                                                       "epochs": 4},
+                                 grid={"lr": [2e-3]}, seeds=1))
     StudyQueue(storage, create=True).create(spec)
     env = worker_env(tmp_path, WNO_STORAGE=storage)
     ckpt = tmp_path / "ckpt" / name / spec.plan[0].key

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from platform_helpers import (TINY, pg_database, start_worker, storage_url,  # noqa: F401
+from platform_helpers import (TINY, epochs_done, pg_database, start_worker, storage_url,  # noqa: F401
                               trials, unique, wait_for, worker_env, write_study)
 from wno.cli.common import UserError
 from wno.platform import schema
@@ -195,13 +195,6 @@ def test_four_workers_race_over_twenty_trials_each_runs_once(storage_url, tmp_pa
 def checkpoint_of(tmp_path: Path, study: Path) -> Path:
     spec = load_spec(study)
     return tmp_path / "ckpt" / spec.name / spec.plan[0].key
-
-
-def epochs_done(folder: Path) -> int:
-    try:
-        return len(json.loads((folder / "metrics.json").read_text())["history"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return 0
 
 
 @pytest.mark.slow

@@ -46,10 +46,10 @@ from wno.tokenization import N_ORIENT, TokenMeta
 
 def log_wendland(r: torch.Tensor) -> torch.Tensor:
     """log of Wendland's phi_{3,1}(r) = (1 - r)^4 (4r + 1) for r < 1, -inf from r >= 1."""
+    # Scalars, not zeros_like/full_like: this also runs inside FlexAttention's score_mod.
     inside = r < 1
-    rr = torch.where(inside, r, torch.zeros_like(r))
-    out = 4 * torch.log1p(-rr) + torch.log1p(4 * rr)
-    return torch.where(inside, out, torch.full_like(r, -math.inf))
+    rr = torch.where(inside, r, 0.0)
+    return torch.where(inside, 4 * torch.log1p(-rr) + torch.log1p(4 * rr), -math.inf)
 
 
 @dataclass
@@ -123,12 +123,12 @@ class WaveletAttentionKernel(nn.Module):
             q_feat = [l / s2, p / L2, 1, log G[o, :]]
             k_feat = [l, p, -l^2 / (2 s2) - |p|^2 / (2 L2), onehot(o)]
         """
+        t = self.tables()
         lv = self.level.float() - (self.n_levels + 1) / 2  # centred: smaller terms to cancel
         p = self.pos - 0.5
         inv_s2 = torch.exp(-2 * self.log_sigma)
-        inv_l2 = torch.exp(-2 * self.log_length)
-        w = F.softplus(self.orient_raw)
-        log_g = torch.log(w @ w.T)  # (4, 4)
+        inv_l2 = 2 * t.inv_two_l2
+        log_g = t.orient  # (4, 4)
         ones = torch.ones_like(lv)
         q_feat = torch.cat([(lv * inv_s2)[:, None], p * inv_l2, ones[:, None], log_g[self.orient]],
                            dim=1)
@@ -148,8 +148,8 @@ class WaveletAttentionKernel(nn.Module):
 
     def support(self) -> torch.Tensor:
         """(N, N) bool: the pairs with K > 0 (depends on radius and bandwidth only)."""
-        with torch.no_grad():
-            return torch.isfinite(self.dense_log_k())
+        idx = torch.arange(self.level.numel(), device=self.level.device)
+        return torch.isfinite(self.static_log_k(idx[:, None], idx[None, :]))
 
     def kept_fraction(self) -> float:
         return self.support().float().mean().item()

@@ -23,13 +23,13 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wno.attention_kernel import N_ORIENT, KernelTables, WaveletAttentionKernel
+from wno.attention_kernel import N_ORIENT, KernelTables, WaveletAttentionKernel, log_wendland
 
 PATHS = ("dense", "fused", "sparse", "flex")
 
@@ -155,35 +155,33 @@ class SparseLayout(nn.Module):
         return getattr(self, f"mask{b}")
 
 
-def _augment(q, k, v, q_feat, k_feat):
-    """q, k with the kernel's feature channels appended (q's pre-divided by the softmax scale, so
-    SDPA's scaling leaves q_feat . k_feat intact) and v zero-padded to the same head size."""
-    B, H, N, dh = q.shape
+def fused_attention(q, k, v, q_feat, k_feat, static: torch.Tensor, dropout_p: float = 0.0):
+    """softmax(q k^T / sqrt(d) + log K) v as one fused SDPA call (see the module docstring).
+
+    `static` is the (N, N) parameter-free part of log K, already in q's dtype.
+    """
+    B, H, N, dh = q.shape  # (B, H, N, dh)
     f = q_feat.shape[-1]
     scale = dh**-0.5
-    q = torch.cat([q, (q_feat / scale).to(q.dtype).expand(B, H, N, f)], dim=-1)
-    k = torch.cat([k, k_feat.to(k.dtype).expand(B, H, N, f)], dim=-1)
-    return q, k, F.pad(v, (0, f)), scale
-
-
-def fused_attention(q, k, v, q_feat, k_feat, static: torch.Tensor, dropout_p: float = 0.0):
-    """softmax(q k^T / sqrt(d) + log K) v as one fused SDPA call (see the module docstring)."""
-    dh = q.shape[-1]
-    qa, ka, va, scale = _augment(q, k, v, q_feat, k_feat)
-    out = F.scaled_dot_product_attention(qa, ka, va, attn_mask=static.to(q.dtype),
-                                         dropout_p=dropout_p, scale=scale)
+    # q's features pre-divided by the softmax scale, so SDPA's scaling leaves q_feat . k_feat
+    # intact; v gets zero channels to match the head size.
+    qa = _Pack.apply(q, q_feat, N, f, 1 / scale).view(B, H, N, dh + f)
+    ka = _Pack.apply(k, k_feat, N, f, 1.0).view(B, H, N, dh + f)
+    va = _Pack.apply(v, None, N, f, 1.0).view(B, H, N, dh + f)
+    out = F.scaled_dot_product_attention(qa, ka, va, attn_mask=static, dropout_p=dropout_p,
+                                         scale=scale)
     return out[..., :dh]
 
 
 def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: SparseLayout,
-                     q_feat: torch.Tensor, k_feat: torch.Tensor,
-                     dropout_p: float = 0.0) -> torch.Tensor:
+                     q_feat: torch.Tensor, k_feat: torch.Tensor, dropout_p: float = 0.0,
+                     masks: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Block-sparse softmax(q k^T / sqrt(d) + log K) v over the blocks in `layout`.
 
     The learnable part of log K enters as extra channels of q and k (`q_feat . k_feat`, see
     `WaveletAttentionKernel.token_features`), the static part as each query block's mask, so every
     block runs through `scaled_dot_product_attention`'s fused kernel with a mask that needs no
-    gradient.
+    gradient. `masks`: the layout's masks in q's dtype (cast once per forward by the caller).
     """
     B, H, N, dh = q.shape  # (B, H, N, dh)
     nb, bs, bk, n_pad = layout.nb, layout.bs, layout.bk, layout.n_pad
@@ -196,6 +194,8 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
     v = _Pack.apply(v, None, n_pad, f, 1.0).view(B * H, n_pad // bk, bk * e)
     kg = _GatherBlocks.apply(k, layout.kv_index, layout.sizes)
     vg = _GatherBlocks.apply(v, layout.kv_index, layout.sizes)
+    if masks is None:
+        masks = [layout.mask(b).to(q.dtype) for b in range(nb)]
     outs = []
     # One call per query block, each a single "head": SDPA's CPU kernel works in (B, L, H, E)
     # order, which for one head is the layout the gathers produce, so nothing is transposed.
@@ -203,7 +203,7 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
         L = kb.shape[1] * bk
         outs.append(F.scaled_dot_product_attention(
             qb.view(B * H, 1, bs, e), kb.view(B * H, 1, L, e), vb.view(B * H, 1, L, e),
-            attn_mask=layout.mask(b).to(q.dtype), dropout_p=dropout_p, scale=scale))
+            attn_mask=masks[b], dropout_p=dropout_p, scale=scale))
     out = torch.cat(outs, dim=1)  # (BH, nb, bs, E)
     return out.view(B, H, n_pad, e)[:, :, :N, :dh]
 
@@ -215,7 +215,37 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
-_flex_fallback_warned = False
+# (device, with gradients) -> whether compiled FlexAttention runs there: probed once per process.
+_FLEX_USABLE: dict[tuple[str, bool], bool] = {}
+
+
+def flex_usable(flex, q, k, v, score_mod, block_mask) -> bool:
+    """Whether `flex` runs forward (and, for q that needs gradients, backward) on these inputs.
+
+    torch.compile builds FlexAttention's backward lazily, at the first `backward()`, outside any
+    try around the forward; so the first call on a device runs one forward and backward on
+    detached copies (gradients for the copies only: parameters are untouched) and the answer is
+    kept. Where it fails, the caller takes the fused path, with a warning naming the error.
+    """
+    key = (str(q.device), q.requires_grad)
+    if key not in _FLEX_USABLE:
+        try:
+            probe = [t.detach().requires_grad_(q.requires_grad) for t in (q, k, v)]
+            out = flex(*probe, score_mod=score_mod, block_mask=block_mask)
+            if q.requires_grad:
+                torch.autograd.grad(out.float().sum(), probe)
+            _FLEX_USABLE[key] = True
+        except Exception as e:  # the same math on the fused path rather than a dead run
+            warnings.warn(f"FlexAttention failed on {q.device} ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:300] if str(e) else ''}); using the fused "
+                          f"SDPA path with the same kernel instead", stacklevel=3)
+            _FLEX_USABLE[key] = False
+    return _FLEX_USABLE[key]
+
+
+def flex_fell_back() -> bool:
+    """Whether FlexAttention failed somewhere in this process (its callers ran the fused path)."""
+    return not all(_FLEX_USABLE.values())
 
 
 def flex_score_mod(kernel: WaveletAttentionKernel, t: KernelTables):
@@ -237,10 +267,6 @@ def flex_score_mod(kernel: WaveletAttentionKernel, t: KernelTables):
     # could not lower the gradient scatter of an index that depends on the query alone (H200).
     inv_two_l2 = t.inv_two_l2.reshape(1).repeat(n_scale * n_scale)
 
-    def log_wendland(r):
-        rr = torch.where(r < 1, r, 0.0)
-        return torch.where(r < 1, 4 * torch.log1p(-rr) + torch.log1p(4 * rr), -float("inf"))
-
     def score_mod(score, b, h, q_idx, kv_idx):
         level_pair = level[q_idx] * n_scale + level[kv_idx]
         d2 = (px[q_idx] - px[kv_idx]) ** 2 + (py[q_idx] - py[kv_idx]) ** 2
@@ -256,17 +282,12 @@ def flex_block_mask(kernel: WaveletAttentionKernel, device: torch.device, block_
     """BlockMask of the kernel's support (static: radius and bandwidth are fixed)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    level = kernel.level.to(device)
-    px, py = kernel.pos[:, 0].to(device), kernel.pos[:, 1].to(device)
-    # A hair wider than the support: the score_mod's -inf decides exactly.
-    r2 = (kernel.radius * (1 + 1e-6)) ** 2
-    bw = kernel.scale_bandwidth
+    support = kernel.support().to(device)  # (N, N) bool
 
     def mask_mod(b, h, q_idx, kv_idx):
-        d2 = (px[q_idx] - px[kv_idx]) ** 2 + (py[q_idx] - py[kv_idx]) ** 2
-        return ((level[q_idx] - level[kv_idx]).abs() <= bw) & (d2 < r2)
+        return support[q_idx, kv_idx]
 
-    n = level.numel()
+    n = support.shape[0]
     return create_block_mask(mask_mod, None, None, n, n, device=device, BLOCK_SIZE=block_size)
 
 
@@ -283,13 +304,15 @@ class KernelAttentionBias:
     score_mod: object = None  # for "flex"
     block_mask: object = None
     fallback: object = None  # "flex": builds the fused path's bias, used where flex cannot run
+    _cast: dict = field(default_factory=dict)  # masks in the dtype attention runs in (autocast)
 
     def attend(self, q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
-        global _flex_fallback_warned
         if self.path == "sparse":
-            return sparse_attention(q, k, v, self.layout, self.q_feat, self.k_feat, dropout_p)
+            return sparse_attention(q, k, v, self.layout, self.q_feat, self.k_feat, dropout_p,
+                                    masks=self._in(q.dtype, "masks"))
         if self.path == "fused":
-            return fused_attention(q, k, v, self.q_feat, self.k_feat, self.static, dropout_p)
+            return fused_attention(q, k, v, self.q_feat, self.k_feat, self._in(q.dtype, "static"),
+                                   dropout_p)
         if self.path == "flex":
             if dropout_p > 0:  # FlexAttention has no attention dropout: the same math, fused
                 return self._fallback().attend(q, k, v, dropout_p)
@@ -298,18 +321,22 @@ class KernelAttentionBias:
 
                 return flex_attention(q, k, v, score_mod=self.score_mod,
                                       block_mask=self.block_mask)
-            if not _flex_fallback_warned:
-                try:
-                    return _compiled_flex()(q, k, v, score_mod=self.score_mod,
-                                            block_mask=self.block_mask)
-                except Exception as e:  # the same math on the fused path rather than a dead run
-                    warnings.warn(f"FlexAttention failed ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0][:300]}); using the fused SDPA path "
-                                  f"with the same kernel from now on", stacklevel=2)
-                    _flex_fallback_warned = True
+            flex = _compiled_flex()
+            if flex_usable(flex, q, k, v, self.score_mod, self.block_mask):
+                return flex(q, k, v, score_mod=self.score_mod, block_mask=self.block_mask)
             return self._fallback().attend(q, k, v, dropout_p)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense.to(q.dtype),
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self._in(q.dtype, "dense"),
                                               dropout_p=dropout_p)
+
+    def _in(self, dtype: torch.dtype, name: str):
+        """This forward's static mask(s) `name` in `dtype`, cast once for every layer."""
+        if (name, dtype) not in self._cast:
+            if name == "masks":
+                value = [self.layout.mask(b).to(dtype) for b in range(self.layout.nb)]
+            else:
+                value = getattr(self, name).to(dtype)
+            self._cast[name, dtype] = value
+        return self._cast[name, dtype]
 
     def _fallback(self) -> "KernelAttentionBias":
         if not isinstance(self.fallback, KernelAttentionBias):
@@ -320,16 +347,13 @@ class KernelAttentionBias:
 class KernelAttention(nn.Module):
     """Owns the kernel and the static structures of every path; builds the per-forward bias."""
 
-    def __init__(self, kernel: WaveletAttentionKernel, path: str = "auto",
-                 sparse_block_size: int = 128, sparse_key_block: int = 16,
-                 flex_block_size: int = 128):
+    def __init__(self, kernel: WaveletAttentionKernel, path: str = "auto"):
         super().__init__()
         if path != "auto" and path not in PATHS:
             raise ValueError(f"attention path {path!r} is not one of auto, {', '.join(PATHS)}")
         self.kernel, self.path = kernel, path
-        self.flex_block_size = flex_block_size
-        self.sparse_layout = SparseLayout(kernel, sparse_block_size, sparse_key_block)
-        self._block_masks: dict[str, object] = {}  # per device: flex BlockMask, static log K
+        self.sparse_layout = SparseLayout(kernel)
+        self._static: dict[tuple[str, str], object] = {}  # (what, device): built once per device
 
     def build(self, device: torch.device) -> KernelAttentionBias:
         path = resolve_path(self.path, device, self.sparse_layout.gathered_fraction)
@@ -341,29 +365,27 @@ class KernelAttention(nn.Module):
                                        k_feat=k_feat)
         t = self.kernel.tables()
         if path == "flex":
-            key = str(device)
-            if key not in self._block_masks:  # after .to(device): the buffers live there now
-                self._block_masks[key] = flex_block_mask(self.kernel, device,
-                                                         self.flex_block_size)
-            score_mod = flex_score_mod(self.kernel, t)
-            return KernelAttentionBias(path, score_mod=score_mod,
-                                       block_mask=self._block_masks[key],
+            block_mask = self._once("block_mask", device,
+                                    lambda: flex_block_mask(self.kernel, device))
+            return KernelAttentionBias(path, score_mod=flex_score_mod(self.kernel, t),
+                                       block_mask=block_mask,
                                        fallback=functools.partial(self._fused, device))
-        return KernelAttentionBias(path, dense=self._dense(t, device))
+        idx = torch.arange(self.kernel.level.numel(), device=device)
+        dense = self.kernel.combine(t, *self.kernel.pair_features(idx[:, None], idx[None, :]))
+        return KernelAttentionBias(path, dense=dense)
 
     def _fused(self, device: torch.device) -> KernelAttentionBias:
         q_feat, k_feat = self.kernel.token_features()
-        return KernelAttentionBias("fused", q_feat=q_feat, k_feat=k_feat,
-                                   static=self._static(device))
+        static = self._once("static", device, lambda: self.kernel.static_log_k(
+            *torch.meshgrid(torch.arange(self.kernel.level.numel(), device=device),
+                            torch.arange(self.kernel.level.numel(), device=device),
+                            indexing="ij")))
+        return KernelAttentionBias("fused", q_feat=q_feat, k_feat=k_feat, static=static)
 
-    def _static(self, device: torch.device) -> torch.Tensor:
-        """(N, N) static log K (no parameters), built once per device."""
-        key = f"static:{device}"
-        if key not in self._block_masks:
-            idx = torch.arange(self.kernel.level.numel(), device=device)
-            self._block_masks[key] = self.kernel.static_log_k(idx[:, None], idx[None, :])
-        return self._block_masks[key]
-
-    def _dense(self, t: KernelTables, device: torch.device) -> torch.Tensor:
-        idx = torch.arange(self.kernel.level.numel(), device=device)
-        return self.kernel.combine(t, *self.kernel.pair_features(idx[:, None], idx[None, :]))
+    def _once(self, what: str, device: torch.device, make):
+        """`make()` the first time `what` is asked for on `device` (after .to(device) the
+        kernel's buffers live there), the kept value after."""
+        key = (what, str(device))
+        if key not in self._static:
+            self._static[key] = make()
+        return self._static[key]

@@ -36,7 +36,6 @@ import torch.nn as nn
 
 PAD_MODES = ("reflect", "zero", "constant", "periodic", "symmetric")
 MODES = ("boundary", *PAD_MODES)
-ORIENTATIONS = ("A", "H", "V", "D")  # approximation, horizontal, vertical, diagonal detail
 
 
 def available_wavelets() -> list[str]:

@@ -10,23 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.ops import StochasticDepth
 
 from wno.attention_paths import KernelAttentionBias
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample with probability `p`."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class WaveletMultiScaleAttention(nn.Module):
@@ -66,7 +52,7 @@ class Mlp(nn.Module):
 
 
 class WMSABlock(nn.Module):
-    """Pre-norm transformer block: x + DropPath(W-MSA(LN(x))), then x + DropPath(MLP(LN(x)))."""
+    """Pre-norm block: x + StochasticDepth(W-MSA(LN(x))), then x + StochasticDepth(MLP(LN(x)))."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop: float = 0.0,
                  drop_path: float = 0.0):
@@ -75,7 +61,7 @@ class WMSABlock(nn.Module):
         self.attn = WaveletMultiScaleAttention(dim, num_heads, attn_drop=drop, proj_drop=drop)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = StochasticDepth(drop_path, "row")  # per sample, as in ViT
 
     def forward(self, x: torch.Tensor, bias: KernelAttentionBias | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), bias))
