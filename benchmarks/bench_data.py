@@ -15,29 +15,21 @@
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import data_dir as common_data_dir
+from benchmarks.common import print_rows, row
+
 COMMAND = "python -m benchmarks.bench_data"
 BATCH = 128
 
 
-def _row(name: str, value: float, unit: str, baseline: float | None, notes: str) -> dict:
-    return {"name": name, "value": round(value, 3), "unit": unit,
-            "baseline": round(baseline, 3) if baseline else None,
-            "ratio": round(value / baseline, 3) if baseline else None, "command": COMMAND,
-            "notes": notes}
-
-
-def _default_data_dir() -> Path | None:
-    for candidate in (os.environ.get("WNO_DATA_DIR"), Path(__file__).resolve().parents[2] / "shared" / "data"):
-        if candidate and (Path(candidate) / "cifar10-jpeg.zip").exists():
-            return Path(candidate)
-    return None
+_row = functools.partial(row, command=COMMAND)
 
 
 def load_times(data_dir: Path) -> list[dict]:
@@ -146,7 +138,7 @@ def pipeline_throughput(n: int = 20_000) -> list[dict]:
 
 def run(data_dir: str | Path | None = None) -> list[dict]:
     rows = []
-    data_dir = Path(data_dir) if data_dir else _default_data_dir()
+    data_dir = Path(data_dir) if data_dir else common_data_dir()
     if data_dir is not None:
         rows += load_times(data_dir)
     else:
@@ -160,11 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
-    rows = run(args.data_dir)
-    for r in rows:
-        ratio = f"  (x{r['ratio']})" if r["ratio"] is not None else ""
-        print(f"{r['name']:<62} {r['value']:>12,.3f} {r['unit']}{ratio}  {r['notes']}")
-    print(json.dumps(rows, indent=2))
+    print_rows(run(args.data_dir))
 
 
 if __name__ == "__main__":

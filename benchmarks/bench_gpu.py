@@ -22,16 +22,15 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import print_rows, row
+
 COMMAND = "python -m benchmarks.bench_gpu"
 RESULTS = Path(__file__).with_name("gpu_results.json")
 PATHS = ("flex", "sparse", "fused", "dense")
 
 
 def _row(name, value, unit, baseline=None, notes="", command=COMMAND):
-    return {"name": name, "value": round(value, 4) if value is not None else None, "unit": unit,
-            "baseline": round(baseline, 4) if baseline else None,
-            "ratio": round(value / baseline, 3) if value is not None and baseline else None,
-            "command": command, "notes": notes}
+    return row(name, value, unit, baseline, notes, command)
 
 
 def _measure(config, batch: int, steps: int) -> tuple[float, float]:
@@ -124,8 +123,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--save", action="store_true", help=f"record the rows in {RESULTS.name}")
     args = parser.parse_args()
-    for row in run(args.size, args.batch_size, args.steps, args.save):
-        print(json.dumps(row))
+    print_rows(run(args.size, args.batch_size, args.steps, args.save))
 
 
 if __name__ == "__main__":

@@ -17,21 +17,19 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import print_rows, row
+
 COMMAND = "python -m benchmarks.bench_model"
 
 
 def _row(name, value, unit, baseline=None, notes="", command=COMMAND):
-    return {"name": name, "value": round(value, 4) if value is not None else None, "unit": unit,
-            "baseline": round(baseline, 4) if baseline else None,
-            "ratio": round(value / baseline, 3) if baseline else None, "command": command,
-            "notes": notes}
+    return row(name, value, unit, baseline, notes, command)
 
 
 def _interleaved(fns: dict, rounds: int) -> dict:
@@ -176,8 +174,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    for row in run(args.size, args.batch_size, args.rounds):
-        print(json.dumps(row))
+    print_rows(run(args.size, args.batch_size, args.rounds))
 
 
 if __name__ == "__main__":

@@ -18,14 +18,16 @@ Run: `python -m benchmarks.bench_queue` (WNO_BENCH_QUICK=1: fewer trials, no smo
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import multiprocessing as mp
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import data_dir, print_rows, row
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "python -m benchmarks.bench_queue"
@@ -185,11 +187,11 @@ def smoke_rows() -> list[dict]:
     from wno.training import train
 
     spec = load_spec(REPO / "studies" / "smoke.yaml")
-    data_dir = os.environ.get("WNO_DATA_DIR")
+    cifar = data_dir()
     note = "CIFAR-10 subset"
-    if not data_dir or not Path(data_dir).exists():
+    if cifar is None:
         spec = parse_spec({**spec.to_dict(), "base": {**spec.base, "dataset": "synthetic"}})
-        note = "synthetic data (WNO_DATA_DIR unset)"
+        note = "synthetic data (no CIFAR-10 found: set WNO_DATA_DIR)"
     first = spec.plan[0] if spec.plan[0].role == "model" else next(
         t for t in spec.plan if t.role == "model")
     spec = parse_spec({**spec.to_dict(), "grid": {"use_kernel": [first.config.use_kernel]},
@@ -208,7 +210,7 @@ def smoke_rows() -> list[dict]:
         queue = StudyQueue(url, create=True)
         queue.create(spec)
         options = WorkerOptions(idle_timeout=0, checkpoint_dir=str(Path(tmp) / "ckpt"),
-                                data_dir=data_dir, heartbeat_interval=15)
+                                data_dir=str(cifar) if cifar else None, heartbeat_interval=15)
         worker = Worker(queue, options, train_fn=timed_train)
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
@@ -229,11 +231,7 @@ def smoke_rows() -> list[dict]:
     ]
 
 
-def _row(name: str, value: float, unit: str, baseline: float | None, notes: str) -> dict:
-    return {"name": name, "value": round(value, 4), "unit": unit,
-            "baseline": None if baseline is None else round(baseline, 4),
-            "ratio": None if not baseline else round(value / baseline, 3),
-            "command": COMMAND, "notes": notes}
+_row = functools.partial(row, command=COMMAND)
 
 
 def run() -> list[dict]:
@@ -245,12 +243,7 @@ def run() -> list[dict]:
 
 
 def main() -> None:
-    rows = run()
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        ratio = f"x{r['ratio']}" if r["ratio"] is not None else ""
-        print(f"{r['name']:<{width}}  {r['value']:>10.3f} {r['unit']:<8} {ratio:>8}  {r['notes']}")
-    sys.stdout.flush()
+    print_rows(run())
 
 
 if __name__ == "__main__":

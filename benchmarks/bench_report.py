@@ -17,7 +17,7 @@ MLflow run per trial (10 epochs of curves) in a temporary local MLflow store. Th
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import resource
 import statistics
@@ -27,16 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import print_rows, row
+
 TARGET_S = 10.0
 N_TRIALS = 1000
 REPEATS = 3
 COMMAND = "python -m benchmarks.bench_report"
 
 
-def _row(name: str, value: float, unit: str, baseline: float, notes: str) -> dict:
-    return {"name": name, "value": round(value, 3), "unit": unit, "baseline": round(baseline, 3),
-            "ratio": round(value / baseline, 3) if baseline else None, "command": COMMAND,
-            "notes": notes}
+_row = functools.partial(row, command=COMMAND)
 
 
 def _median_time(fn, repeats: int = REPEATS) -> float:
@@ -151,12 +150,7 @@ def main() -> None:
     parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow runs")
     parser.add_argument("--workdir", help="keep the generated study here and reuse it next time")
     args = parser.parse_args()
-    rows = run(mlflow=not args.no_mlflow, workdir=args.workdir)
-    for r in rows:
-        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.2f}"
-        print(f"{r['name']:<45} {r['value']:>9.3f} {r['unit']:<3} baseline {r['baseline']:>8.3f}"
-              f"{ratio}  {r['notes']}")
-    print(json.dumps(rows, indent=1))
+    print_rows(run(mlflow=not args.no_mlflow, workdir=args.workdir))
 
 
 if __name__ == "__main__":

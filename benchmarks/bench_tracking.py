@@ -20,25 +20,21 @@ finish, and one batch per epoch against a call per metric.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import data_dir, print_rows, row
+
 COMMAND = "python -m benchmarks.bench_tracking"
 TARGET = 0.01
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _row(name, value, unit, baseline=None, notes="", ratio=None):
-    if ratio is None and baseline:
-        ratio = value / baseline
-    return {"name": name, "value": round(value, 6), "unit": unit,
-            "baseline": round(baseline, 6) if baseline is not None else None,
-            "ratio": round(ratio, 5) if ratio is not None else None, "command": COMMAND,
-            "notes": notes}
+_row = functools.partial(row, command=COMMAND)
 
 
 def smoke_config(folder: Path):
@@ -48,11 +44,11 @@ def smoke_config(folder: Path):
     from wno.config import TrainConfig
 
     base = dict(yaml.safe_load((REPO / "studies" / "smoke.yaml").read_text())["base"])
-    data_dir = os.environ.get("WNO_TEST_DATA_DIR") or os.environ.get("WNO_DATA_DIR") or ""
-    if not (Path(data_dir) / "cifar10-jpeg.zip").exists() and not (Path(data_dir) /
-                                                                     "cifar-10-batches-py").exists():
-        base["dataset"], data_dir = "synthetic", str(folder / "data")
-    return TrainConfig.from_dict({**base, "device": "cpu", "data_dir": data_dir,
+    cifar = data_dir()
+    if cifar is None:
+        base["dataset"] = "synthetic"
+    return TrainConfig.from_dict({**base, "device": "cpu",
+                                  "data_dir": str(cifar or folder / "data"),
                                   "save_dir": str(folder / "run")})
 
 
@@ -196,8 +192,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="tracked/untracked training pairs")
     parser.add_argument("--no-server", action="store_true", help="skip the mlflow server rows")
     args = parser.parse_args()
-    for row in run(args.rounds, server=not args.no_server):
-        print(json.dumps(row))
+    print_rows(run(args.rounds, server=not args.no_server))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ On a CUDA machine it also times one epoch of W-MSA tiny and ViT tiny on CIFAR-10
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import functools
 import statistics
-from pathlib import Path
+
+from benchmarks.common import SHARED_DATA, data_dir, print_rows, row
 
 COMMAND = "python -m benchmarks.bench_training"
 TARGET = 0.95
@@ -32,11 +32,7 @@ MODELS = {
 }
 
 
-def _row(name, value, unit, baseline, notes):
-    return {"name": name, "value": round(value, 3), "unit": unit,
-            "baseline": round(baseline, 3) if baseline else None,
-            "ratio": round(value / baseline, 3) if baseline else None, "command": COMMAND,
-            "notes": notes}
+_row = functools.partial(row, command=COMMAND)
 
 
 class _SameBatch:
@@ -168,10 +164,9 @@ def run(models: tuple[str, ...] = ("vit-micro", "wmsa-micro-patch4"), steps: int
     if torch.cuda.is_available():
         rows += [r for m in ("vit-tiny", "wmsa-tiny")
                  for r in pipeline_vs_premade(m, steps=50, device="cuda")]
-        data_dir = os.environ.get("WNO_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
-        rows += gpu_epochs(data_dir)
+        rows += gpu_epochs(str(data_dir() or SHARED_DATA))
     else:
-        rows.append(_row("one CIFAR-10 epoch on a GPU (W-MSA tiny, ViT tiny, bf16)", 0.0,
+        rows.append(_row("one CIFAR-10 epoch on a GPU (W-MSA tiny, ViT tiny, bf16)", None,
                          "images/s", None, "skipped: no CUDA device on this machine"))
     return rows
 
@@ -182,11 +177,7 @@ def main() -> None:
                         help=f"comma-separated, from {', '.join(MODELS)}")
     parser.add_argument("--steps", type=int, default=15)
     args = parser.parse_args()
-    rows = run(tuple(args.models.split(",")), args.steps)
-    for r in rows:
-        ratio = f"  (x{r['ratio']})" if r["ratio"] is not None else ""
-        print(f"{r['name']:<64} {r['value']:>10,.1f} {r['unit']}{ratio}  {r['notes']}")
-    print(json.dumps(rows, indent=2))
+    print_rows(run(tuple(args.models.split(",")), args.steps))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@ hand-back, cancel, retry, status. No training here (see test_worker.py for that)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 
 import pytest
 
-from platform_helpers import (TINY, pg_database, pop_until_empty, run_in_processes,  # noqa: F401
+from platform_helpers import (REPO, TINY, pg_database, pop_until_empty, run_in_processes,  # noqa: F401
                               storage_url, sweep_once, trials, unique)
 from wno.cli.common import Unavailable, UserError
 from wno.platform import schema
@@ -142,6 +145,29 @@ def test_pop_records_host_device_and_a_first_heartbeat(storage_url):
     (running,) = st.running
     assert running.heartbeat_age is not None and running.heartbeat_age < 60
     assert q.heartbeat(claim.trial_id) is True
+
+
+def test_start_and_completion_times_share_optunas_clock(tmp_path):
+    # Optuna 5 keeps naive UTC in its datetime columns and hands back local time; the queue's own
+    # SQL must write UTC too, or a start is hours away from its completion (written by Optuna)
+    # outside UTC. Run under a +9 h zone.
+    code = """
+import datetime as dt, sys
+sys.path.insert(0, "tests")
+from platform_helpers import TINY
+from wno.platform.queue import StudyQueue
+from wno.platform.spec import parse_spec
+q = StudyQueue(sys.argv[1], create=True)
+spec = parse_spec({"name": "tz", "base": dict(TINY), "grid": {"lr": [1e-3]}, "seeds": 1})
+q.create(spec)
+claim = q.pop(["tz"])
+print(abs((q.storage.get_trial(claim.trial_id).datetime_start - dt.datetime.now())
+          .total_seconds()))
+"""
+    env = {**os.environ, "TZ": "Asia/Tokyo"}
+    out = subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'tz.db'}"],
+                         env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    assert float(out.stdout.split()[-1]) < 60, out.stdout
 
 
 def test_hand_back_returns_the_same_trial_to_the_queue(storage_url):

@@ -483,6 +483,12 @@ def test_links_and_curves_through_a_real_tracking_server(mlflow_server, tmp_path
             assert json.load(r)["run"]["info"]["experiment_id"] == m.group(1)
         assert f'href="{link}"' in html
     assert set(report.curves) == set(report.configs["group"])
+    # Credentials in the tracking URI never reach the report's links (nor anything it writes).
+    secret_uri = uri.replace("http://", "http://wno:s3cret@")
+    report = rep.build_report("served", url, secret_uri)
+    assert len(report.run_links) == 18
+    assert not any("s3cret" in link for link in report.run_links.values())
+    assert "s3cret" not in rep.render(report, "html") + rep.render(report, "json")
     # The server goes away: the report still renders from Optuna alone and says why.
     _stop(proc)
     report = rep.build_report("served", url, uri)

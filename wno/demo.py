@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from wno.platform import defaults
+
 STUDY_FILE = Path(__file__).resolve().parents[1] / "studies" / "smoke.yaml"
 
 
@@ -32,7 +34,7 @@ def _run(args: list[str], env: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("WNO_DATA_DIR", "data"),
+    parser.add_argument("--data-dir", default=defaults.data_dir(),
                         help="folder with CIFAR-10 (the offline zip, an ImageFolder tree or "
                              "torchvision's files)")
     parser.add_argument("--out", default="wno-runs/demo", help="folder for every output")
@@ -41,9 +43,10 @@ def main(argv: list[str] | None = None) -> None:
 
     home = Path(args.out).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "WNO_HOME": str(home), "WNO_DATA_DIR": str(Path(args.data_dir).resolve())}
+    env = {**os.environ, defaults.ENV_HOME: str(home),
+           defaults.ENV_DATA_DIR: str(Path(args.data_dir).resolve())}
     # The demo always uses the embedded defaults, whatever this shell points at.
-    for var in ("WNO_STORAGE", "MLFLOW_TRACKING_URI", "WNO_CHECKPOINT_DIR"):
+    for var in (defaults.ENV_STORAGE, defaults.ENV_TRACKING_URI, defaults.ENV_CHECKPOINT_DIR):
         env.pop(var, None)
     start = time.perf_counter()
     print(f"wno demo: outputs in {home}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -42,8 +43,7 @@ def _version(module: str) -> str | None:
 
 
 def check_versions() -> Iterator[Check]:
-    yield Check("python", OK if platform.python_version_tuple() >= ("3", "11") else FAIL,
-                platform.python_version())
+    yield Check("python", OK if sys.version_info >= (3, 11) else FAIL, platform.python_version())
     for module in ("torch", "torchvision", "ptwt", "pywt", "optuna", "mlflow", "plotly", "pandas",
                    "scipy", "typer", "pydantic"):
         v = _version(module)

@@ -106,7 +106,8 @@ def train_epoch(model: nn.Module, loader: Iterable, criterion: nn.Module,
         correct += _correct(logits.detach(), y)
         if progress is not None:
             if step % log_every == 0:
-                progress(step, images, loss_sum.item() / images, correct.item() / images)
+                loss_total, n_correct = torch.stack([loss_sum, correct.float()]).tolist()  # 1 sync
+                progress(step, images, loss_total / images, n_correct / images)
             else:
                 progress(step, images, None, None)
     seconds = time.perf_counter() - start

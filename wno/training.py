@@ -347,17 +347,20 @@ def train(config: TrainConfig, callbacks: tuple[Callback, ...] | list[Callback] 
         return any(cb.should_stop_now() for cb in callbacks)
 
     stopped, reason = False, None
+    # Only callbacks that watch steps get them: each report costs the loop a device sync.
+    step_callbacks = [cb for cb in callbacks if type(cb).on_step is not Callback.on_step]
     for epoch in range(start_epoch + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
 
         def progress(step, images, loss, acc, _epoch=epoch):
             p = StepProgress(_epoch, step, steps, images, loss, acc)
-            for cb in callbacks:
+            for cb in step_callbacks:
                 cb.on_step(p)
 
         stats = train_epoch(step_model, train_loader, criterion, optimizer, device, epoch,
                             scheduler=scheduler, grad_clip=config.grad_clip, autocast_dtype=amp,
-                            should_stop=should_stop, progress=progress if callbacks else None)
+                            should_stop=should_stop,
+                            progress=progress if step_callbacks else None)
         if stats.stopped:
             stopped, reason = True, f"stopped during epoch {epoch} (resume restarts it)"
             break

@@ -16,7 +16,7 @@ def mask_url(url: str) -> str:
     >>> mask_url("postgresql+psycopg://wno:secret@db:5432/wno")
     'postgresql+psycopg://wno:***@db:5432/wno'
     """
-    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:***@", url)
+    return mask_secrets(url)
 
 
 def mask_secrets(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from datetime import datetime
@@ -216,5 +217,4 @@ def _status_dict(st) -> dict:
             "done": st.done, "counts": st.counts, "eta_s": st.eta,
             "mean_trial_s": st.mean_duration,
             "retried_now": [list(p) for p in st.retried_now],
-            "trials": [{**t.__dict__, "started": t.started, "completed": t.completed}
-                       for t in st.trials]}
+            "trials": [dataclasses.asdict(t) for t in st.trials]}

@@ -114,7 +114,10 @@ def _start_mlflow(uri: str, host: str, port: int, services: list) -> None:
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.exists():
             typer.echo(f"note: {db} does not exist yet; the UI starts on an empty store")
-    artifacts = Path(tracking.artifact_root(uri).removeprefix("file://"))
+    # A file URI, percent-encoded (a space is %20): decoded by MLflow's own helper.
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    artifacts = Path(local_file_uri_to_path(tracking.artifact_root(uri)))
     log_path = _log_file("mlflow-ui.log")
     typer.echo(f"starting the MLflow UI on {mask_secrets(uri)} ...")
     tracking.prepare_store(uri)  # a new SQLite store is laid out once, not by two at a time

@@ -307,9 +307,11 @@ class StudyQueue:
                  .join(A, sa.and_(A.c.study_id == S.c.study_id, A.c.key == schema.SPEC)))
         if names:
             query = query.where(S.c.study_name.in_(list(names)))
-        with self.engine.begin() as conn:
-            rows = retrying(lambda: conn.execute(query).all(), what="listing studies")
-        return {sid: name for sid, name in rows}
+        def read():  # the whole transaction is retried: a failed one cannot be reused
+            with self.engine.begin() as conn:
+                return conn.execute(query).all()
+
+        return {sid: name for sid, name in retrying(read, what="listing studies")}
 
     def study_id(self, name: str) -> int:
         """The id of the wno study `name`, or a `UserError` naming the studies there are."""
@@ -428,8 +430,11 @@ class StudyQueue:
         T = models.TrialModel.__table__
         query = (sa.select(T.c.study_id, T.c.state, sa.func.count())
                  .where(T.c.study_id.in_(list(ids))).group_by(T.c.study_id, T.c.state))
-        with self.engine.begin() as conn:
-            rows = conn.execute(query).all() if ids else []
+        def read():
+            with self.engine.begin() as conn:
+                return conn.execute(query).all()
+
+        rows = retrying(read, what="counting trials") if ids else []
         counts: dict[int, Counter] = {sid: Counter() for sid in ids}
         for sid, state, n in rows:
             counts[sid][state.name] += n

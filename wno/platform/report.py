@@ -274,8 +274,11 @@ def open_storage(url: str):
     import optuna
     import sqlalchemy.exc
 
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///"))
+    from wno.platform.queue import normalize_url, sqlite_path
+
+    url = normalize_url(url)  # the workers' spelling rules: postgresql:// means psycopg 3
+    path = sqlite_path(url)
+    if path is not None:
         if not path.exists():
             raise UserError(f"no study storage at {path} (from {mask_url(url)}); create a study "
                             "with `wno study create FILE`, or pass --storage / set WNO_STORAGE")
@@ -644,8 +647,9 @@ def read_mlflow(uri: str, study: str, trials: pd.DataFrame, counted: set[int] | 
             client = MlflowClient(tracking_uri=uri)
             experiment = client.get_experiment_by_name(study)
             if experiment is not None and uri.startswith(("http://", "https://")):
-                base = uri.rstrip("/")
-                links = {r: f"{base}/#/experiments/{experiment.experiment_id}/runs/{r}"
+                from wno.platform.tracking import run_url  # masks the URL's password
+
+                links = {r: run_url(uri, experiment.experiment_id, r)
                          for r in with_runs["mlflow_run"]}
             histories, failed = _histories_api(client, run_ids)
     except Exception as e:  # noqa: BLE001 - any MLflow failure costs the curves, not the report
@@ -667,11 +671,23 @@ def _is_database(uri: str) -> bool:
 def _mlflow_problem(uri: str) -> str | None:
     """Why MLflow at `uri` cannot be read (quickly, without creating anything), or None."""
     if uri.startswith(("http://", "https://")):
+        import base64
         import urllib.error
+        import urllib.parse
         import urllib.request
 
+        # urllib takes no user:password@ in a URL (MLflow's client, through requests, does):
+        # send them as a basic-auth header instead.
+        parts = urllib.parse.urlsplit(uri.rstrip("/"))
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        request = urllib.request.Request(parts._replace(netloc=netloc).geturl() + "/health")
+        if parts.username is not None:
+            token = f"{urllib.parse.unquote(parts.username)}:" \
+                    f"{urllib.parse.unquote(parts.password or '')}"
+            request.add_header("Authorization",
+                               "Basic " + base64.b64encode(token.encode()).decode())
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3):
+            with urllib.request.urlopen(request, timeout=3):
                 return None
         except (urllib.error.URLError, OSError, ValueError) as e:
             return f"the tracking server {mask_url(uri)} is unreachable ({_first_line(e)})"
