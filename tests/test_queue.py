@@ -105,6 +105,21 @@ def test_an_optuna_study_wno_did_not_create_is_left_alone(storage_url):
     assert [t.state.name for t in foreign.get_trials()] == ["WAITING"]
 
 
+def test_a_create_interrupted_before_its_definition_is_finished_by_the_next(storage_url):
+    import optuna
+
+    q = StudyQueue(storage_url, create=True)
+    spec = grid_spec(unique())
+    # What a create killed right after Optuna's create_study leaves: an empty, attribute-less study.
+    optuna.create_study(study_name=spec.name, storage=q.storage,
+                        direction=spec.objective.direction)
+    result = q.create(spec)
+    assert result.added == len(spec.plan)
+    assert states(storage_url, spec.name) == Counter(WAITING=len(spec.plan))
+    assert q.create(spec).added == 0  # and it is an ordinary wno study from then on
+    q.delete(spec.name)  # its waiting trials must not reach other tests' pop() (shared database)
+
+
 # --- pop ------------------------------------------------------------------------------------------------
 def test_racing_processes_pop_each_trial_exactly_once(storage_url):
     q = StudyQueue(storage_url, create=True)

@@ -374,8 +374,9 @@ class StudyQueue:
             sid = study._study_id
         else:
             sid = existing
-        for key, value in ((schema.SPEC, spec.to_dict()), (schema.SPEC_HASH, spec.spec_hash()),
-                           (schema.KIND, spec.kind)):
+        # The definition last: a study holding it holds the others (see _existing_study).
+        for key, value in ((schema.SPEC_HASH, spec.spec_hash()), (schema.KIND, spec.kind),
+                           (schema.SPEC, spec.to_dict())):
             self.storage.set_study_user_attr(sid, key, value)
         if missing:
             retrying(lambda: self._enqueue(sid, [_waiting_trial(t) for t in missing]),
@@ -399,10 +400,16 @@ class StudyQueue:
             sid = self.storage.get_study_id_from_name(name)
         except KeyError:
             return None
-        if schema.SPEC not in self.storage.get_study_user_attrs(sid):
-            raise UserError(f"{self.shown_url} already holds an Optuna study named {name!r} that "
-                            f"wno did not create; choose another name")
-        return sid
+        attrs = self.storage.get_study_user_attrs(sid)
+        if schema.SPEC in attrs:
+            return sid
+        # A create stopped between Optuna's create_study and the definition (written last): an
+        # empty study with at most our other attributes. Finish it rather than refuse it forever.
+        if set(attrs) <= {schema.SPEC_HASH, schema.KIND} and \
+                not self.storage.get_all_trials(sid, deepcopy=False):
+            return sid
+        raise UserError(f"{self.shown_url} already holds an Optuna study named {name!r} that "
+                        f"wno did not create; choose another name")
 
     def _check_compatible(self, sid: int, spec: StudySpec, update: bool) -> None:
         attrs = self.storage.get_study_user_attrs(sid)
@@ -411,6 +418,11 @@ class StudyQueue:
         old = attrs.get(schema.SPEC, {})
         changes = "; ".join(_diff(old, spec.to_dict())) or "definition changed"
         direction = self.storage.get_study_directions(sid)[0].name.lower()
+        if schema.SPEC not in attrs:  # an interrupted create (see _existing_study)
+            if direction != spec.objective.direction:
+                raise UserError(f"study {spec.name!r} exists, empty, and {direction}s; a study "
+                                f"that {spec.objective.direction}s needs a new name")
+            return
         if attrs.get(schema.KIND) != spec.kind or direction != spec.objective.direction:
             raise UserError(f"study {spec.name!r} exists as a {attrs.get(schema.KIND)} study "
                             f"that {direction}s; a {spec.kind} study that "
