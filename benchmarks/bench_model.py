@@ -59,7 +59,7 @@ def _train_step(model, x, y):
 
 def training_steps(size: str, batch: int, rounds: int) -> list[dict]:
     from wno.config import TrainConfig
-    from wno.measure import model_cost
+    from wno.measure import attention_flops_per_pair, model_cost
     from wno.model import build_model
 
     torch.manual_seed(0)
@@ -94,12 +94,11 @@ def training_steps(size: str, batch: int, rounds: int) -> list[dict]:
                          vit_rate / 1e9, "target >= 0.8 (issue 8); kernel-on FLOPs count only "
                          "the pairs the kernel keeps", cmd))
     # The sparse path computes whole key chunks, more pairs than the kernel keeps: its executed
-    # FLOPs (attention at 4 * width FLOPs per pair and layer, x3 for forward + backward).
+    # FLOPs (x3 for forward + backward).
     model = models["on-sparse"]
     layout = model.kernel_attention.sparse_layout
     gathered = sum(layout.sizes) * layout.bs * layout.bk
-    extra = 3 * 4 * len(model.blocks) * model.head.in_features * (gathered - costs["on-sparse"]
-                                                                   .attention_pairs)
+    extra = 3 * attention_flops_per_pair(model) * (gathered - costs["on-sparse"].attention_pairs)
     rate = (costs["on-sparse"].train_flops + extra) * batch / secs["on-sparse"]
     rows.append(_row(f"achieved GFLOP/s, W-MSA {size} kernel on (sparse, executed) vs ViT",
                      rate / 1e9, "GFLOP/s", vit_rate / 1e9,

@@ -67,6 +67,7 @@ def overhead(rounds: int, folder: Path) -> list[dict]:
     tracking.quiet_mlflow()
     tracking._client(uri).search_experiments()  # lay out the store outside the timings
     plain, tracked, hooks, sender, epochs = [], [], [], [], 0
+    opens, drains, runs = [], [], []  # per tracked run; runs: untracked epoch-time per run
     _train(config.replace(epochs=1), None, folder / "warmup")  # decode, caches, first-call costs
     for i in range(rounds):
         for with_tracking in (i % 2 == 0, i % 2 == 1):  # alternate which goes first
@@ -77,12 +78,16 @@ def overhead(rounds: int, folder: Path) -> list[dict]:
                 result = _train(config, tracker, folder / f"t{i}")
                 tracked += [m.epoch_time for m in result.history]
                 hooks.append(tracker.epoch_hook_seconds / len(result.history))
+                opens.append(tracker.open_seconds)
+                drains.append(tracker.drain_seconds)
                 sender += [d for what, d in tracker.outbox.timings if what.startswith("epoch")]
                 epochs += len(result.history)
             else:
                 result = _train(config, None, folder / f"p{i}")
                 plain += [m.epoch_time for m in result.history]
+                runs.append(sum(m.epoch_time for m in result.history))
     base = statistics.median(plain)
+    run_base = statistics.median(runs)
     data = f"{config.dataset} {config.train_size}+{config.val_size} images"
     return [
         _row("smoke epoch, tracked vs untracked", statistics.median(tracked), "s/epoch", base,
@@ -92,6 +97,13 @@ def overhead(rounds: int, folder: Path) -> list[dict]:
              f"queues one batch; target <= {TARGET:.0%} of the epoch"),
         _row("background sender per epoch (one log_batch)", statistics.median(sender), "s/epoch",
              base, f"local SQLite, runs beside training; {epochs} epochs"),
+        _row("training-thread wait for the run to open", statistics.median(opens), "s/run",
+             run_base, f"baseline: an untracked run's {config.epochs} epochs; median of "
+             f"{len(opens)} runs"),
+        _row("training-thread wait at the end for MLflow to hold everything",
+             statistics.median(drains), "s/run", run_base,
+             f"final metrics, checkpoint policy {tracking.checkpoint_policy()}, end of run; "
+             f"baseline: an untracked run's {config.epochs} epochs"),
     ]
 
 

@@ -124,6 +124,9 @@ def test_worker_flags_are_checked(tmp_path, sqlite):
     assert both.exit_code == 2 and "not both" in both.stderr
     missing = wno("worker", "--gpu", "cpu", "--storage", sqlite)
     assert missing.exit_code == 3 and "no study storage at" in missing.stderr
+    no_device = wno("worker", "--exit-when-empty", "--storage", sqlite)
+    assert no_device.exit_code == 2
+    assert "needs --gpu" in no_device.stderr and "--gpu cpu" in no_device.stderr
 
 
 # --- real subprocesses --------------------------------------------------------------------------------

@@ -8,8 +8,8 @@
 - ``sparse``: block-sparse attention in plain PyTorch. Tokens are ordered so that neighbours in
   space and scale share blocks (`wno.tokenization`); for every query block we gather only the key
   blocks the kernel's support touches, so the work falls with the kernel's radius and bandwidth.
-  Each query block runs through the fused kernel with the same augmented q and k. Query
-  blocks of 128 keep SDPA's CPU kernel efficient; key chunks of 16 keep the gathers coarse.
+  Each query block runs through the fused kernel with the same augmented q and k, every
+  (batch, head) pair one head of a token-major tensor, so blocks and chunks are contiguous.
 - ``flex``: FlexAttention with a `score_mod` that adds log K from the small learnable tables and a
   `block_mask` built from the same support, compiled, for GPUs (on CPU, FlexAttention runs the
   forward only, so it is a reference there).
@@ -60,56 +60,87 @@ def resolve_path(path: str, device: torch.device | str,
 
 
 class _GatherBlocks(torch.autograd.Function):
-    """Gathers, for every query block, the key chunks it reads: one index_select forward, split
-    into one (BH, chunks, C) tensor per block; the backward adds every block's gradient back into
-    the chunks with one zero fill and an `index_add_` per block (autograd's own backward of
-    indexing would fill and sum a full-size tensor per block)."""
+    """Gathers, for every query block, the key chunks it reads: one index_select forward over
+    the leading (chunk) dimension, split into one (chunks, ...) tensor per block; the backward
+    adds every block's gradient back into the chunks with one zero fill and an `index_add_` per
+    block (autograd's own backward of indexing would fill and sum a full-size tensor per block).
+    Chunks lead so that each one is a single contiguous run of memory (bk tokens x B*H x E):
+    gathering them is a memcpy per chunk, where chunks inside each (batch, head) row were
+    thousands of short copies (3x slower at 4-token chunks, measured)."""
 
     @staticmethod
     def forward(ctx, x, index, sizes: list[int]):
         ctx.save_for_backward(index)
-        ctx.n_chunks, ctx.sizes = x.shape[1], sizes
-        return x.index_select(1, index).split(sizes, dim=1)
+        ctx.n_chunks, ctx.sizes = x.shape[0], sizes
+        return x.index_select(0, index).split(sizes, dim=0)
 
     @staticmethod
     def backward(ctx, *grads):
         (index,) = ctx.saved_tensors
         first = next(g for g in grads if g is not None)
-        out = first.new_zeros(first.shape[0], ctx.n_chunks, first.shape[2])
+        out = first.new_zeros((ctx.n_chunks,) + first.shape[1:])
         for block_index, grad in zip(index.split(ctx.sizes), grads):
             if grad is not None:
-                out.index_add_(1, block_index, grad.reshape(grad.shape[0], -1, out.shape[2]))
+                out.index_add_(0, block_index, grad)
         return out, None, None
 
 
 class _Pack(torch.autograd.Function):
-    """(B, H, N, dh) head tensor -> (B * H, n_pad, dh + f): `feat * factor` appended as f channels
-    (zeros when feat is None, for v), zeros for the padded tokens. One copy forward and views
-    backward, where concatenating, padding and reshaping cost a copy each, both ways."""
+    """(B, H, N, dh) head tensor -> (B * H, n_pad, dh + f), or token-major (n_pad, B * H, dh + f):
+    `feat * factor` appended as f channels (zeros when feat is None, for v), zeros for the padded
+    tokens. One copy forward and views backward, where concatenating, padding and reshaping cost
+    a copy each, both ways.
+
+    Token-major is the sparse path's order: a chunk of tokens is one contiguous run for every
+    (batch, head) at once, so gathering chunks is a memcpy each. Sequence-major is the fused
+    path's: SDPA's CPU kernel reads a whole sequence 10% faster when its tokens are adjacent
+    (measured at 1,329 tokens), and gathers nothing."""
 
     @staticmethod
-    def forward(ctx, x, feat, n_pad: int, f: int, factor: float):
+    def forward(ctx, x, feat, n_pad: int, f: int, factor: float, token_major: bool = False):
         B, H, N, dh = x.shape
-        out = x.new_zeros(B, H, n_pad, dh + f) if n_pad > N or feat is None else \
-            x.new_empty(B, H, n_pad, dh + f)
+        if token_major:
+            buf = x.new_empty(n_pad, B, H, dh + f)
+            out = buf.permute(1, 2, 0, 3)  # (B, H, n_pad, E) view of the token-major buffer
+        else:
+            out = buf = x.new_empty(B, H, n_pad, dh + f)
         out[:, :, :N, :dh] = x
-        if feat is not None:
+        out[:, :, N:] = 0
+        if feat is None:
+            out[:, :, :N, dh:] = 0
+        else:
             out[:, :, :N, dh:] = (feat * factor).to(x.dtype)
         ctx.shape, ctx.factor, ctx.has_feat = (B, H, N, dh), factor, feat is not None
-        return out.view(B * H, n_pad, dh + f)
+        ctx.token_major = token_major
+        return buf.view(n_pad, B * H, dh + f) if token_major else buf.view(B * H, n_pad, dh + f)
 
     @staticmethod
     def backward(ctx, grad):
         B, H, N, dh = ctx.shape
-        grad = grad.view(B, H, -1, grad.shape[-1])[:, :, :N]
+        if ctx.token_major:
+            grad = grad.view(-1, B, H, grad.shape[-1]).permute(1, 2, 0, 3)
+        else:
+            grad = grad.view(B, H, -1, grad.shape[-1])
+        grad = grad[:, :, :N]  # (B, H, N, E)
         grad_feat = None
         if ctx.has_feat and ctx.needs_input_grad[1]:
             grad_feat = grad[..., dh:].sum((0, 1)) * ctx.factor
-        return grad[..., :dh], grad_feat, None, None, None
+        return grad[..., :dh], grad_feat, None, None, None, None
+
+
+def _heads(x: torch.Tensor) -> torch.Tensor:
+    """Token-major (L, BH, E) -> the (1, BH, L, E) view SDPA takes (every sequence one head)."""
+    return x.unsqueeze(0).transpose(1, 2)
 
 
 class SparseLayout(nn.Module):
     """Static block structure of the kernel's support, for the `sparse` path.
+
+    Block sizes (BENCHMARKS.md, attention rows; W-MSA tiny, 2 CPU cores): query blocks of 64
+    (a 4 x 4 patch of positions at the finest level, in Z-order) with key chunks of 4 (one
+    position, its four bands) gather 31% of the seed layout's keys; 128/16 gathered 45%. Smaller
+    query blocks gather less still (16/4: 27%) but SDPA's CPU kernel costs about twice as much
+    per pair on 16 queries as on 64.
 
     Queries are cut into nb blocks of `block_size` tokens, keys into finer chunks of `key_block`
     tokens: a query block gathers only the key chunks its support touches (finer chunks waste
@@ -117,7 +148,7 @@ class SparseLayout(nn.Module):
     static part of log K for the gathered pairs as a mask: (1, 1, bs, L_b), -inf off the support.
     """
 
-    def __init__(self, kernel: WaveletAttentionKernel, block_size: int = 128, key_block: int = 16):
+    def __init__(self, kernel: WaveletAttentionKernel, block_size: int = 64, key_block: int = 4):
         super().__init__()
         if block_size % key_block:
             raise ValueError(f"block_size={block_size} must be a multiple of key_block={key_block}")
@@ -189,23 +220,21 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
     e, scale = dh + f, dh**-0.5
     # q's features pre-divided by the softmax scale, so SDPA's scaling leaves q_feat . k_feat
     # intact; v gets zero channels to match the head size.
-    q = _Pack.apply(q, q_feat, n_pad, f, 1 / scale).view(B * H, nb, bs * e)  # query blocks
-    k = _Pack.apply(k, k_feat, n_pad, f, 1.0).view(B * H, n_pad // bk, bk * e)  # key chunks
-    v = _Pack.apply(v, None, n_pad, f, 1.0).view(B * H, n_pad // bk, bk * e)
+    q = _Pack.apply(q, q_feat, n_pad, f, 1 / scale, True).view(nb, bs, B * H, e)  # query blocks
+    k = _Pack.apply(k, k_feat, n_pad, f, 1.0, True).view(n_pad // bk, bk, B * H, e)  # key chunks
+    v = _Pack.apply(v, None, n_pad, f, 1.0, True).view(n_pad // bk, bk, B * H, e)
     kg = _GatherBlocks.apply(k, layout.kv_index, layout.sizes)
     vg = _GatherBlocks.apply(v, layout.kv_index, layout.sizes)
     if masks is None:
         masks = [layout.mask(b).to(q.dtype) for b in range(nb)]
     outs = []
-    # One call per query block, each a single "head": SDPA's CPU kernel works in (B, L, H, E)
-    # order, which for one head is the layout the gathers produce, so nothing is transposed.
-    for b, (qb, kb, vb) in enumerate(zip(q.unbind(1), kg, vg)):
-        L = kb.shape[1] * bk
-        outs.append(F.scaled_dot_product_attention(
-            qb.view(B * H, 1, bs, e), kb.view(B * H, 1, L, e), vb.view(B * H, 1, L, e),
-            attn_mask=masks[b], dropout_p=dropout_p, scale=scale))
-    out = torch.cat(outs, dim=1)  # (BH, nb, bs, E)
-    return out.view(B, H, n_pad, e)[:, :, :N, :dh]
+    for b, (qb, kb, vb) in enumerate(zip(q.unbind(0), kg, vg)):
+        out = F.scaled_dot_product_attention(
+            _heads(qb), _heads(kb.flatten(0, 1)), _heads(vb.flatten(0, 1)),
+            attn_mask=masks[b], dropout_p=dropout_p, scale=scale)  # (1, BH, bs, E)
+        outs.append(out[0].transpose(0, 1))  # (bs, BH, E): token-major, as SDPA wrote it
+    out = torch.cat(outs).view(n_pad, B, H, e)
+    return out[:N, ..., :dh].permute(1, 2, 0, 3)  # (B, H, N, dh)
 
 
 @functools.cache

@@ -10,8 +10,9 @@ from wno.cli.common import user_errors
 def register(app: typer.Typer) -> None:
     @app.command("worker")
     def worker(
-        gpu: str = typer.Option(..., "--gpu", help="Device to pin this worker to: a GPU index "
-                                "(0, 1, ...; within CUDA_VISIBLE_DEVICES when set) or cpu."),
+        gpu: str = typer.Option(None, "--gpu", help="Device to pin this worker to (required): a "
+                                "GPU index (0, 1, ...; within CUDA_VISIBLE_DEVICES when set) or "
+                                "cpu."),
         study: list[str] = typer.Option(None, "--study", help="Only this study (repeatable; "
                                         "default: any study with waiting trials)."),
         max_trials: int = typer.Option(None, "--max-trials", min=1,
@@ -39,6 +40,9 @@ def register(app: typer.Typer) -> None:
             from wno.platform.queue import StudyQueue
             from wno.platform.worker import Worker, WorkerOptions, pin_device
 
+            if gpu is None:  # one device per worker, named: never a silent guess
+                raise UserError("wno worker needs --gpu: a GPU index (--gpu 0, --gpu 1, ...) to "
+                                "pin this worker to, or --gpu cpu on a machine without one")
             if exit_when_empty and idle_timeout is not None:
                 raise UserError("give --idle-timeout or --exit-when-empty, not both")
             device, label = pin_device(gpu)  # before anything initialises CUDA

@@ -24,7 +24,6 @@ from typing import Any
 from wno.platform import schema
 
 OBJECTIVE = {"metric": "best_val_acc", "direction": "maximize"}
-STATES = ("COMPLETE", "FAIL", "RUNNING", "WAITING", "PRUNED")
 
 
 @dataclass

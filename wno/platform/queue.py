@@ -193,11 +193,9 @@ class Claim:
     """A trial popped by a worker: it is RUNNING and this worker owns it until it tells."""
 
     study_name: str
-    study_id: int
     trial_id: int
     number: int
     user_attrs: dict[str, Any]
-    params: dict[str, Any]
 
 
 @dataclass
@@ -491,13 +489,12 @@ class StudyQueue:
         trials = self.storage.get_all_trials(sid, deepcopy=False)
         retried = {t.user_attrs[schema.RETRY_OF] for t in trials if schema.RETRY_OF in t.user_attrs}
         covered = {_key(t) for t in trials if t.state.name != "FAIL"}
-        wanted = {t.key for t in spec.plan if t.key}
+        wanted = _wanted(spec)
         out = []
         for t in trials:
             key = _key(t)
-            dropped = (key not in wanted and schema.CONFIG_HASH in t.user_attrs and (
-                spec.search is None or t.user_attrs.get(schema.ROLE) == schema.ROLE_BASELINE))
-            if t.state.name != "FAIL" or t.number in retried or key in covered or dropped:
+            if t.state.name != "FAIL" or t.number in retried or key in covered or \
+                    _dropped(spec, t, wanted):
                 continue
             new = retrying(lambda t=t: self._add_retry(sid, t, fail_first=False),
                            what="re-enqueueing a failed trial")
@@ -530,8 +527,7 @@ class StudyQueue:
             return None
         trial_id, study_id = popped
         trial = self.storage.get_trial(trial_id)
-        return Claim(ids[study_id], study_id, trial_id, trial.number, dict(trial.user_attrs),
-                     dict(trial.params))
+        return Claim(ids[study_id], trial_id, trial.number, dict(trial.user_attrs))
 
     def _pop(self, study_ids: list[int], interval: float, attrs: dict[str, Any]
              ) -> tuple[int, int] | None:
@@ -876,13 +872,23 @@ def _missing(spec: StudySpec, trials: list) -> tuple[list[TrialPlan], int]:
     return missing, present
 
 
+def _wanted(spec: StudySpec) -> set[str]:
+    """Config hashes of every configuration `spec` plans (search slots have none yet)."""
+    return {p.key for p in spec.plan if p.config is not None}
+
+
+def _dropped(spec: StudySpec, trial, wanted: set[str]) -> bool:
+    """Whether `trial` stands for a configuration the definition no longer contains (`wanted`:
+    `_wanted(spec)`). A search study's slots never do; its baselines and a grid's trials can."""
+    attrs = trial.user_attrs
+    return (schema.CONFIG_HASH in attrs and attrs[schema.CONFIG_HASH] not in wanted
+            and (spec.search is None or attrs.get(schema.ROLE) == schema.ROLE_BASELINE))
+
+
 def _obsolete(spec: StudySpec, trials: list) -> list[int]:
-    """WAITING trials whose configuration an updated definition no longer contains (a search
-    study's slots are never obsolete; its baselines can be)."""
-    wanted = {p.key for p in spec.plan if p.config is not None}
-    return [t._trial_id for t in trials if t.state.name == "WAITING"
-            and (spec.search is None or t.user_attrs.get(schema.ROLE) == schema.ROLE_BASELINE)
-            and t.user_attrs.get(schema.CONFIG_HASH) not in wanted]
+    """WAITING trials an updated definition no longer contains (see `_dropped`)."""
+    wanted = _wanted(spec)
+    return [t._trial_id for t in trials if t.state.name == "WAITING" and _dropped(spec, t, wanted)]
 
 
 def _diff(old: Any, new: Any, path: str = "") -> list[str]:

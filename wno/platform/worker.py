@@ -102,7 +102,6 @@ CallbacksFactory = Callable[[TrialContext], Sequence[Callback]]
 @dataclass
 class WorkerSummary:
     outcomes: Counter = field(default_factory=Counter)
-    stopped_by_signal: bool = False
 
     @property
     def trials(self) -> int:
@@ -291,7 +290,6 @@ class Worker:
                 idle_since = time.monotonic()
         finally:
             restore()
-        self.summary.stopped_by_signal = self.stop.is_set()
         counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.summary.outcomes.items()))
         _say(f"exiting ({counts or 'no trials'})")
         return self.summary
