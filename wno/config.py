@@ -6,8 +6,7 @@ that describe the machine a run happens on (device, data directory, checkpoint d
 part of that identity, so one study runs unchanged on any machine.
 
 Example:
-    >>> cfg = TrainConfig(model_size="micro", epochs=2, wavelet="db2", n_levels=2)
-    >>> cfg.validate()
+    >>> cfg = TrainConfig(model_size="micro", epochs=2, wavelet="db2", n_levels=2).validate()
     >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
     True
 """

@@ -65,6 +65,7 @@ class WaveletTokenizer(nn.Module):
     `band_sizes` are the (h, w) of each level's bands, finest first (`WaveletTransform2d.band_sizes`).
 
     Example:
+        >>> from wno.wavelets_2d import WaveletTransform2d
         >>> wt = WaveletTransform2d("haar", 3)
         >>> tok = WaveletTokenizer(3, 96, wt.band_sizes(), layout="seed")
         >>> tok(wt(torch.randn(2, 3, 32, 32))).shape

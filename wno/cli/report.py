@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from wno.cli.common import UserError, user_errors
-
-FORMATS = ("html", "md", "csv", "latex", "json")
+from wno.platform.defaults import REPORT_FORMATS as FORMATS
 
 
 def register(app: typer.Typer) -> None:

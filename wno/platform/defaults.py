@@ -62,3 +62,8 @@ def checkpoint_dir(explicit: str | None = None) -> Path:
 
 def reports_dir() -> Path:
     return home() / "reports"
+
+
+# `wno report --format` -> file extension (here, not in the report module, so the CLI checks a
+# format without importing pandas and plotly).
+REPORT_FORMATS = {"html": "html", "md": "md", "csv": "csv", "latex": "tex", "json": "json"}

@@ -42,12 +42,7 @@ class FakeTrial:
 
     @property
     def group(self) -> str:
-        return group_label(self.factors)
-
-
-def group_label(factors: dict[str, Any]) -> str:
-    """The readable configuration label the queue stores as schema.GROUP."""
-    return ", ".join(f"{k}={v}" for k, v in factors.items())
+        return schema.group_label(self.factors)
 
 
 def study_spec(name: str, *, grid: dict[str, list], seeds: Sequence[int],

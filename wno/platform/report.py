@@ -44,7 +44,7 @@ from wno.cli.common import Unavailable, UserError
 from wno.platform import defaults, schema
 from wno.utils import atomic_write_text, mask_secrets, mask_url
 
-FORMATS = {"html": "html", "md": "md", "csv": "csv", "latex": "tex", "json": "json"}
+FORMATS = defaults.REPORT_FORMATS
 BUDGET_KEYS = ("dataset", "epochs", "train_size")
 COSTS = ("params", "flops", "tokens", "wall_time", "throughput")
 CURVE_METRICS = ("val_acc", "train_loss")
@@ -357,7 +357,7 @@ def trial_records(frozen: Sequence, objective: str) -> list[dict]:
             "number": t.number,
             "state": t.state.name,
             "role": ua.get(schema.ROLE) or schema.ROLE_MODEL,
-            "group": ua.get(schema.GROUP) or _label(factors) or f"trial {t.number}",
+            "group": ua.get(schema.GROUP) or schema.group_label(factors) or f"trial {t.number}",
             "baseline": factors.get("baseline"),
             "seed": ua.get(schema.SEED, config.get("seed")),
             "factors": factors,
@@ -389,10 +389,6 @@ def _num(v: Any) -> float:
         return float(v) if v is not None else math.nan
     except (TypeError, ValueError):
         return math.nan
-
-
-def _label(factors: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in factors.items())
 
 
 def _first_line(e: BaseException | object) -> str:

@@ -52,6 +52,15 @@ HEARTBEAT_INTERVAL = "wno_heartbeat_interval"
 ROLE_MODEL = "model"
 ROLE_BASELINE = "baseline"
 
+
+def group_label(factors: dict) -> str:
+    """The GROUP label of a configuration: its factors without the seed.
+
+    >>> group_label({"use_kernel": True, "n_levels": 3})
+    'use_kernel=True, n_levels=3'
+    """
+    return ", ".join(f"{k}={v}" for k, v in factors.items())
+
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time",
                  "images_per_s")
 FINAL_METRICS = ("final_val_acc", "best_val_acc", "best_epoch", "test_acc", "test_loss",

@@ -697,14 +697,14 @@ def _plan(p: _Problems, base: dict, grid: dict[str, list], seeds: list[int],
     plan, seen, notes = [], {}, []
     for seed in seeds:
         for name, factors, cfg in twins:
-            group = ", ".join(f"{k}={v}" for k, v in factors.items())
+            group = schema.group_label(factors)
             _add(plan, seen, notes, TrialPlan(cfg.replace(seed=seed).canonical(),
                                               schema.ROLE_BASELINE, factors, group, seed))
         if search is not None:
             plan += [TrialPlan(None, schema.ROLE_MODEL, {}, "", seed)
                      for _ in range(search.n_trials)]
         for combo, cfg in models:
-            group = ", ".join(f"{k}={v}" for k, v in combo.items())
+            group = schema.group_label(combo)
             _add(plan, seen, notes, TrialPlan(cfg.replace(seed=seed).canonical(),
                                               schema.ROLE_MODEL, dict(combo), group, seed))
     return plan, list(dict.fromkeys(notes))

@@ -21,10 +21,10 @@ trial before training, with a `TrialContext` whose `set_user_attr` stores e.g. t
 A returned callback may also define `on_trial_end(state, error)`: the worker calls it after the
 trial's fate is recorded (state: COMPLETE, PRUNED, FAIL, WAITING when handed back, LOST).
 
-Example:
+Example (needs a study storage: WNO_STORAGE or wno-runs/optuna.db):
     >>> device, label = pin_device("cpu")
     >>> Worker(StudyQueue(), WorkerOptions(device=device, device_label=label,
-    ...                                    idle_timeout=0)).run()
+    ...                                    idle_timeout=0)).run()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -466,7 +466,7 @@ def _sample(trial, spec: StudySpec, seed: int) -> dict[str, Any]:
     config = TrainConfig.from_dict({**spec.base, **params, "seed": seed}).canonical()
     return {schema.CONFIG: config.to_dict(machine=False), schema.CONFIG_HASH: config.config_hash(),
             schema.FACTORS: params,
-            schema.GROUP: ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())}
+            schema.GROUP: schema.group_label({k: _fmt(v) for k, v in params.items()})}
 
 
 def _fmt(value: Any) -> str:
