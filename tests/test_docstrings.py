@@ -22,7 +22,12 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
     # Examples read the repository's study files and write (wno-runs/...) in a scratch folder.
     (tmp_path / "studies").symlink_to(REPO / "studies")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("WNO_STORAGE", raising=False)
+    # Defaults, not this shell's settings; and undo what an example sets (pin_device("cpu")
+    # hides the GPUs from the rest of the process).
+    for var in ("WNO_STORAGE", "WNO_HOME", "WNO_DATA_DIR", "MLFLOW_TRACKING_URI",
+                "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.setenv(var, "")  # recorded even when unset, so teardown restores it
+        monkeypatch.delenv(var)
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
                              verbose=False)

@@ -37,14 +37,15 @@ def register(app: typer.Typer) -> None:
         """Pull trials from the study queue and train them (SIGTERM hands the running one back)."""
         with user_errors():
             from wno.cli.common import UserError
-            from wno.platform.queue import StudyQueue
-            from wno.platform.worker import Worker, WorkerOptions, pin_device
 
             if gpu is None:  # one device per worker, named: never a silent guess
                 raise UserError("wno worker needs --gpu: a GPU index (--gpu 0, --gpu 1, ...) to "
                                 "pin this worker to, or --gpu cpu on a machine without one")
             if exit_when_empty and idle_timeout is not None:
                 raise UserError("give --idle-timeout or --exit-when-empty, not both")
+            from wno.platform.queue import StudyQueue
+            from wno.platform.worker import Worker, WorkerOptions, pin_device
+
             device, label = pin_device(gpu)  # before anything initialises CUDA
             queue = StudyQueue(storage)
             options = WorkerOptions(
