@@ -285,3 +285,16 @@ def test_a_study_run_by_wno_worker_is_tracked_on_the_server(tmp_path, live_serve
         texts += [p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file()]
     if secret:
         assert not any(secret in text for text in texts)
+
+
+def test_doctor_reaches_a_server_whose_uri_carries_credentials(live_server):
+    # The URI form a server behind basic auth is given in: every health check (doctor, report,
+    # wait_healthy) goes through tracking.server_health, which sends them as MLflow's client does.
+    from wno.doctor import check_tracking
+
+    uri = live_server.uri.replace("http://", "http://wno:s3cret@")
+    (check,) = check_tracking(uri)
+    assert check.status == "ok", check.detail
+    assert "wno:***@" in check.detail and "s3cret" not in check.detail
+    (down,) = check_tracking("http://wno:s3cret@127.0.0.1:1")  # nothing listens on port 1
+    assert down.status == "fail" and "s3cret" not in down.detail

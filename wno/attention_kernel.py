@@ -146,10 +146,14 @@ class WaveletAttentionKernel(nn.Module):
         idx = torch.arange(n, device=self.level.device)
         return self.log_k(idx[:, None], idx[None, :])
 
+    def dense_static_log_k(self) -> torch.Tensor:
+        """(N, N) parameter-free part of log K (-inf outside the support)."""
+        idx = torch.arange(self.level.numel(), device=self.level.device)
+        return self.static_log_k(idx[:, None], idx[None, :])
+
     def support(self) -> torch.Tensor:
         """(N, N) bool: the pairs with K > 0 (depends on radius and bandwidth only)."""
-        idx = torch.arange(self.level.numel(), device=self.level.device)
-        return torch.isfinite(self.static_log_k(idx[:, None], idx[None, :]))
+        return torch.isfinite(self.dense_static_log_k())
 
     def kept_fraction(self) -> float:
         return self.support().float().mean().item()

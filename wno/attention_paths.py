@@ -185,6 +185,10 @@ class SparseLayout(nn.Module):
     def mask(self, b: int) -> torch.Tensor:
         return getattr(self, f"mask{b}")
 
+    def masks(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Every block's mask in `dtype` (the dtype attention runs in under autocast)."""
+        return [self.mask(b).to(dtype) for b in range(self.nb)]
+
 
 def fused_attention(q, k, v, q_feat, k_feat, static: torch.Tensor, dropout_p: float = 0.0):
     """softmax(q k^T / sqrt(d) + log K) v as one fused SDPA call (see the module docstring).
@@ -226,7 +230,7 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
     kg = _GatherBlocks.apply(k, layout.kv_index, layout.sizes)
     vg = _GatherBlocks.apply(v, layout.kv_index, layout.sizes)
     if masks is None:
-        masks = [layout.mask(b).to(q.dtype) for b in range(nb)]
+        masks = layout.masks(q.dtype)
     outs = []
     for b, (qb, kb, vb) in enumerate(zip(q.unbind(0), kg, vg)):
         out = F.scaled_dot_product_attention(
@@ -360,11 +364,8 @@ class KernelAttentionBias:
     def _in(self, dtype: torch.dtype, name: str):
         """This forward's static mask(s) `name` in `dtype`, cast once for every layer."""
         if (name, dtype) not in self._cast:
-            if name == "masks":
-                value = [self.layout.mask(b).to(dtype) for b in range(self.layout.nb)]
-            else:
-                value = getattr(self, name).to(dtype)
-            self._cast[name, dtype] = value
+            self._cast[name, dtype] = (self.layout.masks(dtype) if name == "masks"
+                                       else getattr(self, name).to(dtype))
         return self._cast[name, dtype]
 
     def _fallback(self) -> "KernelAttentionBias":
@@ -405,10 +406,7 @@ class KernelAttention(nn.Module):
 
     def _fused(self, device: torch.device) -> KernelAttentionBias:
         q_feat, k_feat = self.kernel.token_features()
-        static = self._once("static", device, lambda: self.kernel.static_log_k(
-            *torch.meshgrid(torch.arange(self.kernel.level.numel(), device=device),
-                            torch.arange(self.kernel.level.numel(), device=device),
-                            indexing="ij")))
+        static = self._once("static", device, self.kernel.dense_static_log_k)
         return KernelAttentionBias("fused", q_feat=q_feat, k_feat=k_feat, static=static)
 
     def _once(self, what: str, device: torch.device, make):

@@ -152,15 +152,15 @@ def check_tracking(uri: str) -> Iterator[Check]:
     from wno.utils import mask_url
 
     if uri.startswith(("http://", "https://")):
-        import urllib.request
+        from wno.platform.tracking import server_health
 
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as r:
-                body = r.read(64).decode(errors="replace")
+            body = server_health(uri, timeout=5)[:64]
             yield Check("tracking server", OK, f"{mask_url(uri)} answers {body.strip()!r}")
         except Exception as e:
-            yield Check("tracking server", FAIL, f"cannot reach {mask_url(uri)}: {e} (start "
-                                                 f"`mlflow server` or set MLFLOW_TRACKING_URI)")
+            yield Check("tracking server", FAIL, f"cannot reach {mask_url(uri)}: {_first_line(e)} "
+                                                 f"(start `mlflow server` or set "
+                                                 f"MLFLOW_TRACKING_URI)")
         return
     yield from check_storage(uri, "tracking store", "set --tracking-uri or MLFLOW_TRACKING_URI")
 

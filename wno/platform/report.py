@@ -667,25 +667,14 @@ def _is_database(uri: str) -> bool:
 def _mlflow_problem(uri: str) -> str | None:
     """Why MLflow at `uri` cannot be read (quickly, without creating anything), or None."""
     if uri.startswith(("http://", "https://")):
-        import base64
-        import urllib.error
-        import urllib.parse
-        import urllib.request
+        import requests
 
-        # urllib takes no user:password@ in a URL (MLflow's client, through requests, does):
-        # send them as a basic-auth header instead.
-        parts = urllib.parse.urlsplit(uri.rstrip("/"))
-        netloc = parts.netloc.rsplit("@", 1)[-1]
-        request = urllib.request.Request(parts._replace(netloc=netloc).geturl() + "/health")
-        if parts.username is not None:
-            token = f"{urllib.parse.unquote(parts.username)}:" \
-                    f"{urllib.parse.unquote(parts.password or '')}"
-            request.add_header("Authorization",
-                               "Basic " + base64.b64encode(token.encode()).decode())
+        from wno.platform.tracking import server_health
+
         try:
-            with urllib.request.urlopen(request, timeout=3):
-                return None
-        except (urllib.error.URLError, OSError, ValueError) as e:
+            server_health(uri)
+            return None
+        except requests.RequestException as e:
             return f"the tracking server {mask_url(uri)} is unreachable ({_first_line(e)})"
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))

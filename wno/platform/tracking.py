@@ -1041,20 +1041,29 @@ def start_server(backend_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
             out.close()
 
 
+def server_health(url: str, timeout: float = 3.0) -> str:
+    """The body of the tracking server's `url`/health when it answers 200; raises otherwise
+    (`requests.RequestException`). Credentials in the URL (https://user:pw@host) go as basic
+    auth, as MLflow's own client sends them (urllib would refuse such a URL)."""
+    import requests
+
+    response = requests.get(url.rstrip("/") + "/health", timeout=timeout)
+    response.raise_for_status()
+    return response.text
+
+
 def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 180.0) -> bool:
     """Poll `url`/health until it answers OK (True), the process exits or `timeout` s pass."""
-    import urllib.error
-    import urllib.request
+    import requests
 
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError, ValueError):
+            server_health(url, timeout=2)
+            return True
+        except requests.RequestException:
             pass
         time.sleep(0.25)
     return False
