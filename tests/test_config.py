@@ -33,6 +33,17 @@ def test_canonical_drops_what_a_model_does_not_read():
     assert on.config_hash() != on.replace(kernel_radius=0.5).config_hash()
 
 
+def test_canonical_merges_token_layouts_that_build_the_same_model():
+    seed = TrainConfig(token_layout="seed")
+    same = [seed.replace(token_patch=4), seed.replace(token_layout="patch", token_patch=1),
+            seed.replace(token_layout="pool", token_patch=1)]
+    assert {c.config_hash() for c in same} == {seed.config_hash()}
+    distinct = [seed, seed.replace(token_layout="patch", token_patch=2),
+                seed.replace(token_layout="pool", token_patch=2),
+                seed.replace(token_layout="pool", token_patch=4)]
+    assert len({c.config_hash() for c in distinct}) == 4
+
+
 def test_types_are_converted_and_wrong_types_reported():
     cfg = TrainConfig.from_dict({"epochs": "3", "lr": "1e-3", "use_kernel": "off"})
     assert (cfg.epochs, cfg.lr, cfg.use_kernel) == (3, 1e-3, False)

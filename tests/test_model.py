@@ -55,10 +55,10 @@ def test_forward_features_returns_tokens_and_metadata():
     assert set(meta.orient.unique().tolist()) == {0, 1, 2, 3}
 
 
-@pytest.mark.parametrize("use_kernel", [True, False])
-def test_gradients_reach_the_input_and_every_parameter(use_kernel):
+@pytest.mark.parametrize("use_kernel,layout", [(True, "seed"), (False, "seed"), (True, "pool")])
+def test_gradients_reach_the_input_and_every_parameter(use_kernel, layout):
     model = WaveletTransformer(embed_dim=32, depth=2, num_heads=2, n_levels=2, wavelet="db2",
-                               use_kernel=use_kernel, drop_path=0.0)
+                               use_kernel=use_kernel, drop_path=0.0, token_layout=layout)
     x = torch.randn(2, 3, 32, 32, requires_grad=True)
     model(x).logsumexp(-1).sum().backward()
     assert x.grad.abs().sum() > 0

@@ -110,6 +110,18 @@ def test_configurations_the_model_cannot_tell_apart_train_once():
     assert any("same configuration" in note for note in spec.notes)
 
 
+def test_token_study_trains_the_seed_layout_once():
+    """A 1x1 patch and a 1x1 pool build the seed layout's model: one configuration, not two."""
+    spec = load_spec(REPO / "studies" / "tokens.yaml")
+    first_seed = [t for t in spec.plan if t.seed == spec.seeds[0]]
+    layouts = sorted((t.config.token_layout, t.config.token_patch) for t in first_seed
+                     if t.role == schema.ROLE_MODEL)
+    assert layouts == [("patch", 2), ("patch", 4), ("pool", 2), ("pool", 4), ("seed", 2)]
+    assert len(spec.plan) == 6 * len(spec.seeds)  # 5 layouts and ViT, every seed
+    assert any("token_layout=pool, token_patch=1" in note and "same configuration" in note
+               for note in spec.notes)
+
+
 def test_search_study_enqueues_n_trials_slots_and_builds_its_sampler():
     spec = parse_spec({
         "name": "tune", "base": {"model_size": "micro"}, "seeds": [3],

@@ -25,13 +25,46 @@ def test_seed_layout_has_1329_tokens_at_3_levels(wavelet):
     assert ((tok.level == 3) & (tok.orient == 0)).sum() == 1
 
 
+@pytest.mark.parametrize("layout", ["patch", "pool"])
 @pytest.mark.parametrize("levels,patch,expected", [(3, 2, 64 * 4 + 16 * 4 + 1 + 12),
                                                    (3, 4, 16 * 4 + 4 * 4 + 1 + 3),
                                                    (2, 2, 64 * 4 + 1 + 16 * 3)])
-def test_patch_layout_cuts_the_token_count(levels, patch, expected):
-    wt, tok = _tokenizer(levels=levels, layout="patch", patch=patch)
+def test_patch_and_pool_layouts_cut_the_token_count(layout, levels, patch, expected):
+    wt, tok = _tokenizer(levels=levels, layout=layout, patch=patch)
     assert tok.num_tokens == expected
     assert tok(wt(torch.randn(2, 3, 32, 32))).shape == (2, expected, 32)
+    # A patch token holds its p x p coefficients; a pooled one their mean: C values.
+    assert tok.proj_weight.shape[1] == (3 * patch**2 if layout == "patch" else 3)
+
+
+def _token_index(tok, level, orient, row, col):
+    sel = (tok.level == level) & (tok.orient == orient) & (tok.row == row) & (tok.col == col)
+    return sel.nonzero().item()
+
+
+@pytest.mark.parametrize("wavelet,mode,level,row,col", [
+    ("haar", "boundary", 1, 3, 6),    # an inner window of the 16 x 16 band
+    ("db4", "reflect", 1, 9, 4),      # the band is 19 x 19: the last window row holds one row
+    ("db4", "reflect", 2, 6, 6),      # 13 x 13: the corner window holds one coefficient
+])
+def test_pool_tokens_are_the_projected_mean_of_their_window(wavelet, mode, level, row, col):
+    wt, tok = _tokenizer(wavelet, levels=2, layout="pool", patch=2, mode=mode)
+    coeffs = wt(torch.randn(1, 3, 32, 32))
+    tokens = tok(coeffs)
+    band = coeffs.details[level - 1][0][0]  # H band of that level: (C, h, w)
+    window = band[:, 2 * row:2 * row + 2, 2 * col:2 * col + 2]  # cut by the edge, never padded
+    expected = window.mean((1, 2)) @ tok.proj_weight[1] + tok.proj_bias[1]
+    assert torch.allclose(tokens[0, _token_index(tok, level, 1, row, col)], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["patch", "pool"])
+def test_one_by_one_patches_and_pools_are_the_seed_layout(layout):
+    wt, seed = _tokenizer(layout="seed")
+    _, other = _tokenizer(layout=layout, patch=1)
+    other.load_state_dict(seed.state_dict())
+    coeffs = wt(torch.randn(2, 3, 32, 32))
+    assert torch.equal(other(coeffs), seed(coeffs))
+    assert torch.equal(other.pos, seed.pos) and torch.equal(other.level, seed.level)
 
 
 def test_padding_mode_bands_of_odd_size_are_tokenized():
@@ -103,5 +136,6 @@ def test_bad_layout_and_patch_are_refused():
     wt = WaveletTransform2d("haar", 2)
     with pytest.raises(ValueError, match="layout"):
         WaveletTokenizer(3, 32, wt.band_sizes(), layout="grid")
-    with pytest.raises(ValueError, match="patch"):
-        WaveletTokenizer(3, 32, wt.band_sizes(), layout="patch", patch=0)
+    for layout in ("patch", "pool"):
+        with pytest.raises(ValueError, match="patch"):
+            WaveletTokenizer(3, 32, wt.band_sizes(), layout=layout, patch=0)

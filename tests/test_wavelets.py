@@ -95,3 +95,20 @@ def test_unknown_wavelet_and_non_orthogonal_boundary_are_refused():
     assert "mode" in check_wavelet_levels("haar", 2, "mirror", 32)
     with pytest.raises(ValueError, match="unknown wavelet"):
         WaveletTransform2d("nope", 2)
+
+
+def test_building_the_transform_does_not_print_ptwts_sparse_warnings():
+    """ptwt builds its boundary matrices as sparse tensors and torch warns about them on every
+    run; users saw two 'beta' warnings per process. Other warnings still come through."""
+    import warnings
+
+    from wno.wavelets_2d import _analysis_matrices
+
+    _analysis_matrices.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        WaveletTransform2d("db2", 2, image_size=24)(torch.randn(1, 3, 24, 24))
+        warnings.warn("an unrelated warning", UserWarning)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "Sparse" in m], messages
+    assert "an unrelated warning" in messages

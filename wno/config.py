@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 MODELS = ("wavelet", "vit")
-TOKEN_LAYOUTS = ("seed", "patch")
+TOKEN_LAYOUTS = ("seed", "patch", "pool")  # see wno.tokenization
 ATTENTION_PATHS = ("auto", "dense", "fused", "sparse", "flex")
 AUGMENTATIONS = ("none", "standard", "randaugment")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -64,8 +64,8 @@ class TrainConfig:
     wavelet: str = "haar"
     n_levels: int = 3
     mode: str = "boundary"  # boundary (exact halving) or a ptwt padding mode
-    token_layout: str = "seed"  # seed: one token per coefficient; patch: p x p coefficient patches
-    token_patch: int = 2  # p for token_layout="patch"
+    token_layout: str = "seed"  # seed: a token per coefficient; patch / pool: p x p windows
+    token_patch: int = 2  # p of the patch and pool layouts (read by those two only)
     # --- attention kernel (model="wavelet") ----------------------------------------------------
     use_kernel: bool = True
     kernel_radius: float = 0.25  # spatial support, in scale-normalised coordinates [0, 1]
@@ -151,16 +151,26 @@ class TrainConfig:
         return cls.from_dict(data)
 
     def canonical(self) -> TrainConfig:
-        """The same run with the fields its model kind ignores reset to their defaults.
+        """The same run with the fields its model kind ignores reset to their defaults, and values
+        that build the same model written one way.
 
         A ViT does not read `wavelet` or `use_kernel`; without this, two identical ViT runs could
-        carry different hashes and a study would train the same baseline twice.
+        carry different hashes and a study would train the same baseline twice. Likewise the seed
+        token layout ignores `token_patch`, and 1 x 1 patches or pools are the seed layout.
+
+        >>> TrainConfig(token_layout="pool", token_patch=1).canonical().token_layout
+        'seed'
         """
         ignored = _IGNORED_BY.get(self.model, ())
         if self.model == "wavelet" and not self.use_kernel:
             ignored += _KERNEL_ONLY
+        same = self
+        if self.model == "wavelet" and self.token_patch == 1:  # 1 x 1 patches or pools: seed
+            same = dataclasses.replace(self, token_layout="seed")
+        if same.token_layout == "seed":
+            ignored += ("token_patch",)
         defaults = TrainConfig()
-        return dataclasses.replace(self, **{n: getattr(defaults, n) for n in ignored})
+        return dataclasses.replace(same, **{n: getattr(defaults, n) for n in ignored})
 
     def config_hash(self) -> str:
         """Stable identity of the configuration (machine fields excluded), 12 hex digits."""

@@ -6,7 +6,12 @@ Layouts (`layout=`):
   approximation and its three detail bands, except the coarsest, whose approximation is pooled to
   a single token. For 32x32 at 3 levels: (256 + 768) + (64 + 192) + (1 + 48) = 1,329 tokens.
 - ``patch``: p x p coefficient patches per band (p = `patch`), the same bands, so the token count
-  falls by about p^2 (32x32, 3 levels, p=2: 333 tokens; p=4: 84).
+  falls by about p^2 (32x32, 3 levels, p=2: 333 tokens; p=4: 84). Nothing is lost: a token's
+  vector holds its p x p coefficients (C * p^2 values).
+- ``pool``: the same grid as ``patch``, but each band is average-pooled over the p x p window, so
+  a token holds C values. The same token count as ``patch`` with the fine detail averaged away:
+  the two layouts separate "fewer tokens" from "less information" in a token-budget study
+  (studies/tokens.yaml). With p = 1 both are the seed layout (`TrainConfig.canonical`).
 
 Each token carries its level (1 = finest), orientation (0..3 = A, H, V, D), row and column in its
 band's (patch) grid, and a scale-normalised position in [0, 1]^2 (the centre of its footprint), so
@@ -29,9 +34,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wno.config import TOKEN_LAYOUTS as LAYOUTS
 from wno.wavelets_2d import WaveletCoeffs
 
-LAYOUTS = ("seed", "patch")
 N_ORIENT = 4
 
 
@@ -80,10 +85,10 @@ class WaveletTokenizer(nn.Module):
         if patch < 1:
             raise ValueError(f"token patch size must be >= 1, got {patch}")
         self.layout, self.band_sizes = layout, list(band_sizes)
-        self.patch = patch if layout == "patch" else 1
+        self.patch = patch if layout in ("patch", "pool") else 1
         self.in_channels = in_channels
-        token_dim = in_channels * self.patch * self.patch
-        # One projection per orientation: weight (4, C*p*p, D).
+        token_dim = in_channels * self.patch**2 if layout == "patch" else in_channels
+        # One projection per orientation: weight (4, token_dim, D).
         self.proj_weight = nn.Parameter(torch.empty(N_ORIENT, token_dim, embed_dim))
         self.proj_bias = nn.Parameter(torch.zeros(N_ORIENT, embed_dim))
         nn.init.trunc_normal_(self.proj_weight, std=1.0 / math.sqrt(token_dim))
@@ -135,10 +140,17 @@ class WaveletTokenizer(nn.Module):
         return TokenMeta(self.level, self.orient, self.row, self.col, self.pos)
 
     def _patches(self, band: torch.Tensor, j: int) -> torch.Tensor:
-        """(B, K, C, h, w) bands of level j+1 -> (B, gh*gw in Z-order, K, C*p*p) patch vectors."""
+        """(B, K, C, h, w) bands of level j+1 -> (B, gh*gw in Z-order, K, token_dim) vectors:
+        each position's p x p coefficients (patch layout) or their mean (pool layout)."""
         B, K, C, h, w = band.shape
         p = self.patch
         gh, gw = self._grid(h, w)
+        if self.layout == "pool":
+            # A window cut by the band's edge averages the coefficients it holds (no zero padding:
+            # avg_pool2d without padding divides by the window's part inside the band).
+            x = F.avg_pool2d(band.reshape(B * K, C, h, w), p, p, ceil_mode=True)  # (BK, C, gh, gw)
+            x = x.view(B, K, C, gh * gw).permute(0, 3, 1, 2)  # (B, gh*gw, K, C)
+            return x[:, getattr(self, f"zorder{j}")]
         if (gh * p, gw * p) != (h, w):  # padding modes give odd band sizes: pad with zeros
             band = F.pad(band, (0, gw * p - w, 0, gh * p - h))
         x = band.reshape(B, K, C, gh, p, gw, p).permute(0, 3, 5, 1, 2, 4, 6)  # (B,gh,gw,K,C,p,p)
@@ -152,13 +164,13 @@ class WaveletTokenizer(nn.Module):
             h, v, d = coeffs.details[j]
             if j + 1 < coarsest:
                 bands = torch.stack([coeffs.approx[j], h, v, d], dim=1)  # (B, 4, C, h, w)
-                x = self._patches(bands, j)  # (B, P, 4, C*p*p)
+                x = self._patches(bands, j)  # (B, P, 4, token_dim)
                 y = torch.einsum("bpkc,kcd->bpkd", x, self.proj_weight) + self.proj_bias
                 parts.append(y.flatten(1, 2))  # (B, P*4, D)
             else:
-                x = self._patches(torch.stack([h, v, d], dim=1), j)  # (B, P, 3, C*p*p)
+                x = self._patches(torch.stack([h, v, d], dim=1), j)  # (B, P, 3, token_dim)
                 y = torch.einsum("bpkc,kcd->bpkd", x, self.proj_weight[1:]) + self.proj_bias[1:]
-                pooled = self._patches(coeffs.approx[j].unsqueeze(1), j).mean(dim=1)  # (B,1,Cpp)
-                a = pooled @ self.proj_weight[0] + self.proj_bias[0]  # (B, 1, D)
+                approx = self._patches(coeffs.approx[j].unsqueeze(1), j)  # (B, P, 1, token_dim)
+                a = approx.mean(dim=1) @ self.proj_weight[0] + self.proj_bias[0]  # (B, 1, D)
                 parts.extend([a, y.flatten(1, 2)])
         return torch.cat(parts, dim=1)  # (B, N, D)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import warnings
 from dataclasses import dataclass
 
 import ptwt
@@ -111,7 +112,11 @@ def _analysis_matrices(wavelet: str, levels: int, size: int) -> tuple[torch.Tens
     first. Taken from ptwt itself (in float32, as ptwt builds them for float32 input: the boundary
     filters come out of a QR step whose basis depends on the precision)."""
     wd = ptwt.MatrixWavedec2(wavelet, level=levels)
-    wd(torch.zeros(1, size, size))
+    with warnings.catch_warnings():
+        # ptwt builds its matrices as sparse tensors, which torch flags as beta on every run;
+        # they are turned dense here, once, so the warnings only worry the user.
+        warnings.filterwarnings("ignore", "Sparse (invariant checks|CSR tensor)", UserWarning)
+        wd(torch.zeros(1, size, size))
     return tuple(rows.to_dense() for rows, _cols in wd.fwt_matrix_list)
 
 

@@ -717,7 +717,7 @@ def _add(plan: list, seen: dict, notes: list, trial: TrialPlan) -> None:
         plan.append(trial)
     elif trial.role == schema.ROLE_MODEL or first.role == schema.ROLE_MODEL:
         notes.append(f"'{trial.group}' is the same configuration as '{first.group}' (fields its "
-                     f"model ignores); it is trained once")
+                     f"model ignores, or values that build the same model); it is trained once")
 
 
 def _reads(cfg: TrainConfig, field: str, values: list) -> bool:
