@@ -143,6 +143,36 @@ def test_an_unreachable_storage_is_a_clear_error(tmp_path):
         assert "hunter2" not in r.stdout + r.stderr and "Traceback" not in r.stderr
 
 
+# Runs the CLI with the given arguments and reports, at exit, which heavy libraries it imported.
+_IMPORTS_AT_EXIT = """
+import atexit, sys
+heavy = {"torch", "torchvision", "ptwt"}
+atexit.register(lambda: print("heavy imports: " + ",".join(sorted(
+    heavy & {m.split(".")[0] for m in sys.modules})), file=sys.stderr))
+sys.argv = ["wno"] + sys.argv[1:]
+from wno.cli import app
+app()
+"""
+
+
+def test_study_commands_answer_without_importing_torch(tmp_path):
+    """create, status and list validate every trial's configuration (wavelet levels, sizes,
+    layouts) but need no tensors: importing torch cost them 4-10 s per call."""
+    import subprocess
+    import sys
+
+    env = worker_env(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = str(REPO / "studies" / "tokens.yaml")
+    for args in (["study", "create", study, "--storage", storage],
+                 ["study", "status", "tokens", "--storage", storage],
+                 ["study", "list", "--storage", storage]):
+        r = subprocess.run([sys.executable, "-c", _IMPORTS_AT_EXIT, *args], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "heavy imports: \n" in r.stderr, (args, r.stderr[-300:])
+
+
 def test_gpu_without_cuda_is_a_clear_error(tmp_path):
     env = worker_env(tmp_path, CUDA_VISIBLE_DEVICES="")
     r = run_wno(["worker", "--gpu", "0", "--exit-when-empty"], env, timeout=120)

@@ -53,7 +53,7 @@ class TrainConfig:
 
     # --- model -------------------------------------------------------------------------------
     model: str = "wavelet"  # "wavelet" (W-MSA Wavelet Transformer) or "vit" (baseline)
-    model_size: str = "tiny"  # a key of wno.model.MODEL_SIZES: micro | tiny | small | base
+    model_size: str = "tiny"  # a key of wno.sizes.MODEL_SIZES: micro | tiny | small | base
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
@@ -180,7 +180,7 @@ class TrainConfig:
     # ------------------------------------------------------------------------------------------
     def model_dims(self) -> tuple[int, int, int]:
         """(embed_dim, depth, num_heads) after applying overrides to the named size."""
-        from wno.model import MODEL_SIZES
+        from wno.sizes import MODEL_SIZES
 
         size = MODEL_SIZES[self.model_size]
         return (
@@ -192,8 +192,8 @@ class TrainConfig:
     def problems(self) -> list[str]:
         """Every reason this configuration cannot run (empty when it can)."""
         from wno.data import DATASETS
-        from wno.model import MODEL_SIZES
-        from wno.wavelets_2d import check_wavelet_levels
+        from wno.sizes import MODEL_SIZES
+        from wno.wavelet_levels import check_wavelet_levels
 
         p: list[str] = []
         _choice(p, "model", self.model, MODELS)

@@ -16,34 +16,16 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 
 from wno.attention_kernel import WaveletAttentionKernel
 from wno.attention_paths import KernelAttention
 from wno.positional_encoding import ScaleAwarePositionalEncoding
+from wno.sizes import MODEL_SIZES, ModelSize  # noqa: F401 (the seed imports them from here)
 from wno.tokenization import TokenMeta, WaveletTokenizer
 from wno.wavelets_2d import WaveletTransform2d
 from wno.wmsa import WMSABlock
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    embed_dim: int
-    depth: int
-    num_heads: int
-
-
-# The seed's table (embed_dim / depth / heads), plus `micro` for CPU tests and smoke studies.
-# Every size has a ViT twin of the same width, depth and heads (wno.vit).
-MODEL_SIZES: dict[str, ModelSize] = {
-    "micro": ModelSize(64, 2, 2),
-    "tiny": ModelSize(96, 4, 3),
-    "small": ModelSize(192, 6, 3),
-    "base": ModelSize(384, 12, 6),
-}
 
 
 class WaveletTransformer(nn.Module):
