@@ -43,6 +43,7 @@ SLURM_ENV_EXAMPLE = ROOT / "deploy" / "slurm" / "worker.env.example"
 K8S_MANIFEST = ROOT / "deploy" / "k8s" / "worker-job.yaml"
 INIT_SCRIPT = ROOT / "deploy" / "postgres" / "init-mlflow-db.sh"
 PER_GPU = ROOT / "deploy" / "compose" / "per-gpu.sh"
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"  # the prepared device run (issue 8)
 
 # Every environment variable a worker reads, as wno/platform/defaults.py names them.
 WORKER_ENV = sorted(getattr(defaults, name) for name in dir(defaults) if name.startswith("ENV_"))
@@ -697,7 +698,8 @@ def test_slurm_script_is_valid_bash():
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
-@pytest.mark.parametrize("script", [SLURM_SCRIPT, PER_GPU, INIT_SCRIPT], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [SLURM_SCRIPT, PER_GPU, INIT_SCRIPT, GPU_CHECK],
+                         ids=lambda p: p.name)
 def test_shell_scripts_pass_shellcheck(script):
     result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

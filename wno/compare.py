@@ -112,7 +112,7 @@ def plot_kernel(model: WaveletTransformer, path: str | Path) -> Path:
                    title=f"{len(meta)} tokens, colour = level")
         elif a == 2:
             t = kernel.tables()
-            im = ax.imshow(t.orient.exp().detach().cpu(), cmap="magma")
+            im = ax.imshow(t.orient.exp().detach().cpu().numpy(), cmap="magma")
             ax.set(xticks=range(4), yticks=range(4), xticklabels="AHVD", yticklabels="AHVD",
                    title="k_orient")
             fig.colorbar(im, ax=ax, fraction=0.046)
