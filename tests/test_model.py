@@ -112,3 +112,39 @@ def test_direct_construction_rejects_bad_heads():
         WaveletTransformer(embed_dim=96, num_heads=5)
     with pytest.raises(ValueError, match="does not divide"):
         build_vit(embed_dim=96, num_heads=5)
+
+
+def test_drop_path_draws_and_scales_as_torchvisions_stochastic_depth():
+    from torchvision.ops import StochasticDepth
+
+    from wno.wmsa import DropPath
+
+    x = torch.randn(64, 5, 8)
+    for p in (0.0, 0.3, 1.0):
+        ours, theirs = DropPath(p).train(), StochasticDepth(p, "row").train()
+        torch.manual_seed(1)
+        a = ours(x)
+        torch.manual_seed(1)
+        assert torch.equal(a, theirs(x)), p
+        assert torch.equal(ours.eval()(x), x)
+    dropped = (DropPath(0.5).train()(x) == 0).all(dim=(1, 2))
+    assert 0 < dropped.sum() < 64  # whole images dropped, not single features
+
+
+def test_building_and_costing_a_wmsa_model_does_not_import_torchvision():
+    """torchvision.ops pulls in torch._dynamo: 2.6 s of every `wno train` and worker start."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from wno.config import TrainConfig\n"
+            "from wno.measure import model_cost\n"
+            "from wno.model import build_model\n"
+            "cfg = TrainConfig(model_size='micro', token_layout='patch', token_patch=4)\n"
+            "model = build_model(cfg).train()\n"
+            "model(torch.randn(2, 3, 32, 32)).sum().backward()\n"
+            "model_cost(model, cfg)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout

@@ -38,8 +38,6 @@ def count_params(model: nn.Module) -> int:
 
 def _attention_layout(model: nn.Module) -> tuple[int, int, int]:
     """(tokens, attention pairs per layer, attention layers x width) of a W-MSA model or a ViT."""
-    from torchvision.models.vision_transformer import VisionTransformer
-
     from wno.model import WaveletTransformer
 
     if isinstance(model, WaveletTransformer):
@@ -48,6 +46,8 @@ def _attention_layout(model: nn.Module) -> tuple[int, int, int]:
         pairs = int(ka.kernel.support().sum()) if ka is not None else n * n
         dim = model.head.in_features
         return n, pairs, len(model.blocks) * dim
+    from torchvision.models.vision_transformer import VisionTransformer  # 2.6 s: only for a ViT
+
     if isinstance(model, VisionTransformer):
         n = model.seq_length
         return n, n * n, len(model.encoder.layers) * model.hidden_dim
