@@ -12,7 +12,7 @@
 #      $OUT; commit it and `make bench` shows the rows as recorded on that device).
 #
 # The GPU machine has torch but not ptwt or PyWavelets, and reaches no network: carry their wheels
-# in .whl/ (git-ignored; add `/.whl/` to .git/info/exclude), fetched here for its Python 3.12:
+# in .whl/ (git-ignored), fetched here for its Python 3.12:
 #
 #   pip download --only-binary=:all: --no-deps --python-version 3.12 \
 #       --platform manylinux_2_28_x86_64 -d .whl ptwt==1.0.1 PyWavelets==1.9.0
