@@ -110,16 +110,32 @@ def test_configurations_the_model_cannot_tell_apart_train_once():
     assert any("same configuration" in note for note in spec.notes)
 
 
-def test_token_study_trains_the_seed_layout_once():
-    """A 1x1 patch and a 1x1 pool build the seed layout's model: one configuration, not two."""
+def test_token_study_trains_the_seed_layout_once_under_its_own_label():
+    """The seed layout ignores token_patch: one configuration, labelled without it, so the
+    report's token_patch effect compares patches and pools only."""
     spec = load_spec(REPO / "studies" / "tokens.yaml")
-    first_seed = [t for t in spec.plan if t.seed == spec.seeds[0]]
-    layouts = sorted((t.config.token_layout, t.config.token_patch) for t in first_seed
-                     if t.role == schema.ROLE_MODEL)
-    assert layouts == [("patch", 2), ("patch", 4), ("pool", 2), ("pool", 4), ("seed", 2)]
+    first_seed = [t for t in spec.plan if t.seed == spec.seeds[0] and t.role == schema.ROLE_MODEL]
+    assert sorted(t.group for t in first_seed) == [
+        "token_layout=patch, token_patch=2", "token_layout=patch, token_patch=4",
+        "token_layout=pool, token_patch=2", "token_layout=pool, token_patch=4",
+        "token_layout=seed"]
+    seed_trial = next(t for t in first_seed if t.config.token_layout == "seed")
+    assert seed_trial.factors == {"token_layout": "seed"}
     assert len(spec.plan) == 6 * len(spec.seeds)  # 5 layouts and ViT, every seed
-    assert any("token_layout=pool, token_patch=1" in note and "same configuration" in note
-               for note in spec.notes)
+    assert any("'token_layout=seed, token_patch=4' is the same configuration as "
+               "'token_layout=seed, token_patch=2'" in note for note in spec.notes)
+
+
+def test_baselines_that_read_a_factor_are_told_apart_by_it():
+    """token_patch 1 builds the seed layout, yet a wavelet baseline reads token_patch: its twins
+    at 1, 2 and 4 are three configurations with three labels, not one label for three."""
+    spec = parse_spec({"name": "twins", "base": {"model_size": "micro", "token_layout": "patch"},
+                       "grid": {"token_patch": [1, 2, 4]}, "seeds": 1,
+                       "baselines": {"nokernel": {"model": "wavelet", "use_kernel": False}}})
+    twins = [t for t in spec.plan if t.role == schema.ROLE_BASELINE]
+    assert len(twins) == 3 and len({t.key for t in twins}) == 3
+    assert sorted(t.group for t in twins) == [f"baseline=nokernel, token_patch={p}"
+                                              for p in (1, 2, 4)]
 
 
 def test_search_study_enqueues_n_trials_slots_and_builds_its_sampler():

@@ -46,15 +46,20 @@ def _token_index(tok, level, orient, row, col):
     ("haar", "boundary", 1, 3, 6),    # an inner window of the 16 x 16 band
     ("db4", "reflect", 1, 9, 4),      # the band is 19 x 19: the last window row holds one row
     ("db4", "reflect", 2, 6, 6),      # 13 x 13: the corner window holds one coefficient
+    ("haar", "boundary", 2, 1, 2),    # 8 x 8 at p = 3: windows of 3, 3 and 2 coefficients
 ])
 def test_pool_tokens_are_the_projected_mean_of_their_window(wavelet, mode, level, row, col):
-    wt, tok = _tokenizer(wavelet, levels=2, layout="pool", patch=2, mode=mode)
+    p = 3 if (wavelet, mode) == ("haar", "boundary") and level == 2 else 2
+    wt, tok = _tokenizer(wavelet, levels=2, layout="pool", patch=p, mode=mode)
     coeffs = wt(torch.randn(1, 3, 32, 32))
     tokens = tok(coeffs)
     band = coeffs.details[level - 1][0][0]  # H band of that level: (C, h, w)
-    window = band[:, 2 * row:2 * row + 2, 2 * col:2 * col + 2]  # cut by the edge, never padded
+    window = band[:, p * row:p * row + p, p * col:p * col + p]  # cut by the edge, never padded
     expected = window.mean((1, 2)) @ tok.proj_weight[1] + tok.proj_bias[1]
     assert torch.allclose(tokens[0, _token_index(tok, level, 1, row, col)], expected, atol=1e-5)
+    # The coarsest approximation is one token: the band's mean, edge windows not overweighted.
+    approx = coeffs.approx[-1][0].mean((1, 2)) @ tok.proj_weight[0] + tok.proj_bias[0]
+    assert torch.allclose(tokens[0, _token_index(tok, 2, 0, 0, 0)], approx, atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", ["patch", "pool"])
@@ -63,7 +68,8 @@ def test_one_by_one_patches_and_pools_are_the_seed_layout(layout):
     _, other = _tokenizer(layout=layout, patch=1)
     other.load_state_dict(seed.state_dict())
     coeffs = wt(torch.randn(2, 3, 32, 32))
-    assert torch.equal(other(coeffs), seed(coeffs))
+    # equal up to the order of a sum (the coarsest approximation's mean)
+    assert torch.allclose(other(coeffs), seed(coeffs), rtol=0, atol=1e-6)
     assert torch.equal(other.pos, seed.pos) and torch.equal(other.level, seed.level)
 
 

@@ -408,3 +408,17 @@ def test_keep_freed_memory_keeps_large_blocks_for_reuse(setting):
         assert not on and kept_mb < 16
     else:  # the freed 128 MB stays mapped, ready for the next step's tensors
         assert on and kept_mb >= 100
+
+
+def test_a_checkpoint_of_the_same_model_under_an_older_hash_resumes(tmp_path, make_config):
+    """An older wno hashed a 1x1 patch apart from the seed layout; the checkpoint is the same
+    model and is accepted. A checkpoint of another configuration still is not."""
+    from wno.training import check_same_config
+
+    seed = make_config(model="wavelet", token_layout="seed")
+    old = seed.replace(token_layout="patch", token_patch=1)
+    ckpt = {"config": old.to_dict(), "config_hash": old.config_hash(canonical=False)}
+    check_same_config(ckpt, seed, tmp_path / "last.pt")
+    with pytest.raises(CheckpointMismatch, match="lr"):
+        check_same_config(ckpt, seed.replace(lr=seed.lr * 2), tmp_path / "last.pt")
+

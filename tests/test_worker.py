@@ -100,6 +100,25 @@ def test_a_trial_whose_stored_config_changed_is_refused(tmp_path):
     assert not (tmp_path / "ckpt" / "tamper").exists()  # nothing was trained
 
 
+def test_a_trial_enqueued_before_canonical_merged_more_still_runs(tmp_path):
+    """A 1x1 patch was its own configuration before it became the seed layout's: a trial stored
+    then (its fields as written, hashed as they are) is the same model, and runs."""
+    from wno.config import TrainConfig
+
+    url = sqlite_url(tmp_path)
+    q = StudyQueue(url, create=True)
+    q.create(parse_spec({"name": "legacy", "base": {**TINY, "model": "wavelet"},
+                         "grid": {"lr": [1e-3]}, "seeds": 1}))
+    (t,) = trials(url, "legacy")
+    old = TrainConfig.from_dict({**t.user_attrs[schema.CONFIG], "token_layout": "patch",
+                                 "token_patch": 1})
+    assert old.config_hash(canonical=False) != old.config_hash()  # what an older wno stored
+    q.storage.set_trial_user_attr(t._trial_id, schema.CONFIG, old.to_dict(machine=False))
+    q.storage.set_trial_user_attr(t._trial_id, schema.CONFIG_HASH, old.config_hash(canonical=False))
+    assert make_worker(url, tmp_path).run().outcomes == {"COMPLETE": 1}
+    assert (tmp_path / "ckpt" / "legacy" / old.config_hash(canonical=False) / "last.pt").is_file()
+
+
 class _Recorder(Callback):
     def __init__(self, ctx: TrialContext, seen: list):
         self.ctx, self.seen = ctx, seen

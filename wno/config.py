@@ -53,7 +53,7 @@ class TrainConfig:
 
     # --- model -------------------------------------------------------------------------------
     model: str = "wavelet"  # "wavelet" (W-MSA Wavelet Transformer) or "vit" (baseline)
-    model_size: str = "tiny"  # a key of wno.sizes.MODEL_SIZES: micro | tiny | small | base
+    model_size: str = "tiny"  # a key of wno.sizes.MODEL_SIZES
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
@@ -172,9 +172,14 @@ class TrainConfig:
         defaults = TrainConfig()
         return dataclasses.replace(same, **{n: getattr(defaults, n) for n in ignored})
 
-    def config_hash(self) -> str:
-        """Stable identity of the configuration (machine fields excluded), 12 hex digits."""
-        blob = json.dumps(self.canonical().to_dict(machine=False), sort_keys=True, default=str)
+    def config_hash(self, canonical: bool = True) -> str:
+        """Stable identity of the configuration (machine fields excluded), 12 hex digits.
+
+        `canonical=False` hashes the fields as they are: the hash a trial was enqueued with by a
+        version whose `canonical()` merged less (the worker accepts either).
+        """
+        config = self.canonical() if canonical else self
+        blob = json.dumps(config.to_dict(machine=False), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     # ------------------------------------------------------------------------------------------

@@ -515,6 +515,8 @@ class DeviceLoader:
 
     @staticmethod
     def _make_mix(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
+        if mixup_alpha <= 0 and cutmix_alpha <= 0:
+            return None  # and no torchvision import: it pulls in torch._dynamo (2.6 s)
         from torchvision.transforms import v2
 
         mixes = []

@@ -157,6 +157,12 @@ class WaveletTokenizer(nn.Module):
         x = x.reshape(B, gh * gw, K, C * p * p)
         return x[:, getattr(self, f"zorder{j}")]
 
+    def _pooled_approx(self, approx: torch.Tensor, j: int) -> torch.Tensor:
+        """(B, C, h, w) coarsest approximation -> its single token's vector (B, 1, token_dim)."""
+        if self.layout == "pool":  # the band's mean (a mean of window means would overweight
+            return approx.mean((-2, -1))[:, None]  # the windows its edge cuts)
+        return self._patches(approx.unsqueeze(1), j).mean(dim=1)  # mean patch vector
+
     def forward(self, coeffs: WaveletCoeffs) -> torch.Tensor:
         coarsest = coeffs.levels
         parts = []
@@ -170,7 +176,7 @@ class WaveletTokenizer(nn.Module):
             else:
                 x = self._patches(torch.stack([h, v, d], dim=1), j)  # (B, P, 3, token_dim)
                 y = torch.einsum("bpkc,kcd->bpkd", x, self.proj_weight[1:]) + self.proj_bias[1:]
-                approx = self._patches(coeffs.approx[j].unsqueeze(1), j)  # (B, P, 1, token_dim)
-                a = approx.mean(dim=1) @ self.proj_weight[0] + self.proj_bias[0]  # (B, 1, D)
+                a = self._pooled_approx(coeffs.approx[j], j)  # (B, 1, token_dim)
+                a = a @ self.proj_weight[0] + self.proj_bias[0]  # (B, 1, D)
                 parts.extend([a, y.flatten(1, 2)])
         return torch.cat(parts, dim=1)  # (B, N, D)

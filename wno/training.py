@@ -213,7 +213,8 @@ def read_resume_checkpoint(config: TrainConfig) -> dict[str, Any] | None:
 
 
 def check_same_config(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    """Refuse a checkpoint whose configuration hash differs from `config`'s."""
+    """Refuse a checkpoint of another configuration: its hash differs from `config`'s and so do
+    their canonical fields (equal fields under another hash: an older wno's checkpoint, accepted)."""
     if ckpt.get("config_hash") == config.config_hash():
         return
     saved = ckpt.get("config", {})
@@ -224,6 +225,8 @@ def check_same_config(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> 
     new = config.canonical().to_dict(machine=False)
     diff = [f"{k}: {old.get(k)!r} in the checkpoint, {v!r} asked" for k, v in new.items()
             if old.get(k) != v]
+    if old and not diff:  # the same model, hashed by a version whose canonical() merged less
+        return
     raise CheckpointMismatch(
         f"{path} belongs to a different configuration (hash {ckpt.get('config_hash')} vs "
         f"{config.config_hash()}): " + ("; ".join(diff) or "unknown differences")

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from wno.cli.common import user_errors
+from wno.sizes import MODEL_SIZES
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def compare_command(
-    model_size: str = typer.Option("tiny", help="micro, tiny, small or base."),
+    model_size: str = typer.Option("tiny", help=f"One of {', '.join(MODEL_SIZES)}."),
     wavelet: str = typer.Option("haar", help="Wavelet of the tokenizer."),
     n_levels: int = typer.Option(3, help="Wavelet decomposition levels."),
     config_file: Path = typer.Option(None, "--config", help="YAML of TrainConfig fields to start "

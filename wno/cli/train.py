@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from wno.cli.common import Unavailable, UserError, user_errors
+from wno.sizes import MODEL_SIZES
 from wno.training import Callback
 
 # Flags that only a wavelet model reads: asking for them with --model vit is an error, not a no-op.
@@ -30,7 +31,7 @@ def train_command(
     config_file: Path = typer.Option(None, "--config", help="YAML file of TrainConfig fields; "
                                      "flags given explicitly override it."),
     model: str = typer.Option(None, help="wavelet (W-MSA Wavelet Transformer) or vit (baseline)."),
-    model_size: str = typer.Option(None, help="micro, tiny, small or base."),
+    model_size: str = typer.Option(None, help=f"One of {', '.join(MODEL_SIZES)}."),
     epochs: int = typer.Option(None, help="Training epochs [default: 10]."),
     batch_size: int = typer.Option(None, help="Batch size [default: 128]."),
     lr: float = typer.Option(None, help="Peak learning rate (AdamW) [default: 1e-3]."),

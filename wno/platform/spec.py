@@ -694,35 +694,50 @@ def _plan(p: _Problems, base: dict, grid: dict[str, list], seeds: list[int],
     if p.items:
         return [], []
 
-    plan, seen, notes = [], {}, []
+    plan, seen, labels, notes = [], {}, {}, []
     for seed in seeds:
         for name, factors, cfg in twins:
             group = schema.group_label(factors)
-            _add(plan, seen, notes, TrialPlan(cfg.replace(seed=seed).canonical(),
-                                              schema.ROLE_BASELINE, factors, group, seed))
+            _add(plan, seen, labels, notes, TrialPlan(cfg.replace(seed=seed).canonical(),
+                                                      schema.ROLE_BASELINE, factors, group, seed),
+                 group)
         if search is not None:
             plan += [TrialPlan(None, schema.ROLE_MODEL, {}, "", seed)
                      for _ in range(search.n_trials)]
         for combo, cfg in models:
-            group = schema.group_label(combo)
-            _add(plan, seen, notes, TrialPlan(cfg.replace(seed=seed).canonical(),
-                                              schema.ROLE_MODEL, dict(combo), group, seed))
+            factors = _factors_read(cfg, combo, grid)
+            _add(plan, seen, labels, notes,
+                 TrialPlan(cfg.replace(seed=seed).canonical(), schema.ROLE_MODEL, factors,
+                           schema.group_label(factors), seed), schema.group_label(combo))
     return plan, list(dict.fromkeys(notes))
 
 
-def _add(plan: list, seen: dict, notes: list, trial: TrialPlan) -> None:
+def _add(plan: list, seen: dict, labels: dict, notes: list, trial: TrialPlan, label: str) -> None:
+    """Plan `trial` unless its configuration is planned already (`label`: its grid cell, for the
+    note that says so)."""
     first = seen.get(trial.key)
     if first is None:
-        seen[trial.key] = trial
+        seen[trial.key], labels[trial.key] = trial, label
         plan.append(trial)
     elif trial.role == schema.ROLE_MODEL or first.role == schema.ROLE_MODEL:
-        notes.append(f"'{trial.group}' is the same configuration as '{first.group}' (fields its "
+        notes.append(f"'{label}' is the same configuration as '{labels[trial.key]}' (fields its "
                      f"model ignores, or values that build the same model); it is trained once")
 
 
+def _factors_read(cfg: TrainConfig, combo: dict, grid: dict[str, list]) -> dict:
+    """The grid factors of `combo` that its configuration reads (`_reads`). A seed token layout
+    ignores `token_patch`, a model without the kernel its radius: its label and the report's
+    factor effects leave such a factor out. The whole combination stays if nothing would be left."""
+    read = {f: v for f, v in combo.items() if _reads(cfg, f, grid[f])}
+    return read or dict(combo)
+
+
 def _reads(cfg: TrainConfig, field: str, values: list) -> bool:
-    """Does a config of this model kind read `field`? (canonical() resets fields it ignores)."""
-    return all(getattr(cfg.replace(**{field: v}).canonical(), field) == v for v in values)
+    """Does `cfg` read `field` over `values`: do they make more than one configuration of it?
+    (A single value: is it kept by canonical(), which resets the fields a model ignores.)"""
+    if len(values) > 1:
+        return len({cfg.replace(**{field: v}).config_hash() for v in values}) > 1
+    return getattr(cfg.replace(**{field: values[0]}).canonical(), field) == values[0]
 
 
 def _grid_label(combo: dict, data: dict) -> str:

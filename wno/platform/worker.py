@@ -437,16 +437,18 @@ class Worker:
             self.queue.set_user_attrs(claim.trial_id, {k: attrs[k] for k in (
                 schema.CONFIG, schema.CONFIG_HASH, schema.FACTORS, schema.GROUP)})
         config = TrainConfig.from_dict(attrs[schema.CONFIG])
-        if config.config_hash() != attrs.get(schema.CONFIG_HASH):
-            # Never train a different configuration than the one enqueued (e.g. after a change
-            # of TrainConfig's defaults between `study create` and now).
+        enqueued = attrs.get(schema.CONFIG_HASH)
+        # Never train a different configuration than the one enqueued (e.g. after a change of
+        # TrainConfig's defaults between `study create` and now). A hash of the fields as stored
+        # is the same configuration, enqueued by a version whose canonical() merged less.
+        if enqueued not in (config.config_hash(), config.config_hash(canonical=False)):
             raise ValueError(f"the stored configuration hashes to {config.config_hash()}, not the "
-                             f"enqueued {attrs.get(schema.CONFIG_HASH)}: this wno version reads "
-                             f"the trial differently; recreate the study")
+                             f"enqueued {enqueued}: this wno version reads the trial differently; "
+                             f"recreate the study")
         checkpoints = defaults.checkpoint_dir(self.options.checkpoint_dir)
         return config.replace(
             device=self.options.device, data_dir=defaults.data_dir(self.options.data_dir),
-            save_dir=str(Path(checkpoints) / claim.study_name / config.config_hash())
+            save_dir=str(Path(checkpoints) / claim.study_name / enqueued)
         ).validate()
 
 
