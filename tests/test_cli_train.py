@@ -85,6 +85,7 @@ def _nothing_written(tmp_path):
     (["--model", "wavelet", "--wavelet", "db4", "--n-levels", "4"], "db4"),
     (["--model", "vit", "--wavelet", "db4"], "--wavelet only applies to --model wavelet"),
     (["--val-size", "60000"], "val_size=60000"),
+    (["--val-size", "5000"], "(e.g. val_size=1000: --val-size 1000)"),  # synthetic has 5,000
     (["--train-size", "4900", "--val-size", "500"], "train_size=4900 is larger"),
     (["--epochs", "0"], "epochs=0 must be >= 1"),
     (["--precision", "fp16"], "precision='fp16' is not one of auto, fp32, bf16"),

@@ -258,7 +258,8 @@ def _check_split_sizes(problems: list[str], cfg: TrainConfig, data) -> None:
     """The validation hold-out and the subsets must fit in the data set's splits."""
     if cfg.val_size >= data.train_images:
         problems.append(f"val_size={cfg.val_size} must be smaller than {data.name}'s "
-                        f"{data.train_images:,} training images")
+                        f"{data.train_images:,} training images (e.g. val_size="
+                        f"{data.train_images // 5}: --val-size {data.train_images // 5})")
     elif cfg.train_size is not None and cfg.train_size > data.train_images - cfg.val_size:
         problems.append(f"train_size={cfg.train_size} is larger than the "
                         f"{data.train_images - cfg.val_size:,} training images left after "

@@ -298,7 +298,8 @@ def _missing_message(data_dir: Path, reason: str) -> str:
         f"  - an ImageFolder tree: {data_dir / 'train'}/<class>/*.jpg and {data_dir / 'test'}/<class>/*.jpg "
         f"with the classes {', '.join(CIFAR10_CLASSES)},\n"
         f"  - a zip of that tree, e.g. {data_dir / 'cifar10-jpeg.zip'}.\n"
-        "For smoke runs without data use --dataset synthetic."
+        "For smoke runs without data use --dataset synthetic --val-size "
+        f"{DATASETS['synthetic'].train_images // 5}."
     )
 
 

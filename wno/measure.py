@@ -56,7 +56,11 @@ def _attention_layout(model: nn.Module) -> tuple[int, int, int]:
 
 def attention_flops_per_pair(model: nn.Module) -> int:
     """Forward FLOPs one (query, key) pair costs over all of `model`'s attention layers."""
-    return 4 * _attention_layout(model)[2]
+    return _pair_flops(_attention_layout(model)[2])
+
+
+def _pair_flops(layers_x_dim: int) -> int:
+    return 4 * layers_x_dim  # q.k and p.v: a multiply-add per channel each, in every layer
 
 
 def model_cost(model: nn.Module, config=None, image_size: int = 32, in_channels: int = 3) -> ModelCost:
@@ -72,7 +76,7 @@ def model_cost(model: nn.Module, config=None, image_size: int = 32, in_channels:
 
         info = DATASETS[config.dataset]
         image_size, in_channels = info.image_size, info.in_channels
-    tokens, pairs, _ = _attention_layout(model)
+    tokens, pairs, layers_x_dim = _attention_layout(model)
     device = next(model.parameters()).device
     x = torch.zeros(1, in_channels, image_size, image_size, device=device)
     was_training = model.training
@@ -91,7 +95,7 @@ def model_cost(model: nn.Module, config=None, image_size: int = 32, in_channels:
         model.train(was_training)
     other = sum(count for op, count in counter.get_flop_counts()["Global"].items()
                 if not any(s in str(op) for s in _SDPA_OPS))
-    flops = int(other + attention_flops_per_pair(model) * pairs)
+    flops = int(other + _pair_flops(layers_x_dim) * pairs)
     return ModelCost(count_params(model), flops, tokens, pairs, 3 * flops)
 
 

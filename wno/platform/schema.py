@@ -61,6 +61,7 @@ def group_label(factors: dict) -> str:
     """
     return ", ".join(f"{k}={v}" for k, v in factors.items())
 
+
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time",
                  "images_per_s")
 FINAL_METRICS = ("final_val_acc", "best_val_acc", "best_epoch", "test_acc", "test_loss",
