@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m wno.demo --data-dir $(DATA_DIR) --out $(DEMO_DIR)
+	$(PY) -m wno demo --data-dir $(DATA_DIR) --out $(DEMO_DIR)
 
 bench: $(STAMP)
 	WNO_DATA_DIR=$${WNO_DATA_DIR:-$(DATA_DIR)} $(PY) -m benchmarks.run --out BENCHMARKS.md

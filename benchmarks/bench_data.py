@@ -3,7 +3,7 @@
 - CIFAR-10 from the offline zip: the first run (decode 60,000 JPEGs through torchvision, write the
   cache) against a cached run (load the uint8 tensors), in a fresh temporary cache folder.
 - Making augmented, normalised training batches (random crop with padding 4 + flip, batch 128):
-  `wno.data.DeviceLoader` (whole batch at once, on the device) against a torchvision `DataLoader`
+  `wno.training.data.DeviceLoader` (whole batch at once, on the device) against a torchvision `DataLoader`
   over the same uint8 images with the same augmentation per sample through
   `torchvision.transforms.v2` (its usual form), with as many workers as cores (persistent, timed
   on the second epoch so worker start-up is not counted) and with none.
@@ -34,7 +34,7 @@ _row = functools.partial(row, command=COMMAND)
 
 def load_times(data_dir: Path) -> list[dict]:
     """First (decode + cache) and cached load of CIFAR-10 from the zip, in a fresh cache."""
-    from wno import data as D
+    from wno.training import data as D
 
     with tempfile.TemporaryDirectory() as cache:
         old = os.environ.get(D.ENV_CACHE_DIR)
@@ -64,7 +64,7 @@ def load_times(data_dir: Path) -> list[dict]:
 
 def _images(n: int):
     """`n` synthetic 32x32 uint8 images: what the pipeline costs does not depend on content."""
-    from wno import data as D
+    from wno.training import data as D
 
     train, _ = D.synthetic()
     images = train.images.repeat((n + len(train) - 1) // len(train), 1, 1, 1)[:n]
@@ -77,7 +77,7 @@ def pipeline_throughput(n: int = 20_000) -> list[dict]:
     from torch.utils.data import DataLoader, Dataset
     from torchvision.transforms import v2
 
-    from wno import data as D
+    from wno.training import data as D
 
     info = D.DATASETS["cifar10"]
     images, labels = _images(n)

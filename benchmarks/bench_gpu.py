@@ -35,8 +35,8 @@ def _row(name, value, unit, baseline=None, notes="", command=COMMAND):
 
 def _measure(config, batch: int, steps: int) -> tuple[float, float]:
     """(images/s, achieved TFLOP/s) of bf16 training steps of `config`'s model."""
-    import wno.attention_paths as paths
-    from wno.measure import model_cost, throughput
+    import wno.model.attention_paths as paths
+    from wno.training.measure import model_cost, throughput
     from wno.model import build_model
 
     torch.manual_seed(0)
@@ -50,7 +50,7 @@ def _measure(config, batch: int, steps: int) -> tuple[float, float]:
 
 
 def measure(size: str, batch: int, steps: int) -> list[dict]:
-    from wno.config import TrainConfig
+    from wno.training.config import TrainConfig
 
     device = torch.cuda.get_device_name(0)
     cmd = f"{COMMAND} --size {size} --batch-size {batch}"

@@ -58,8 +58,8 @@ def _train_step(model, x, y):
 
 
 def training_steps(size: str, batch: int, rounds: int) -> list[dict]:
-    from wno.config import TrainConfig
-    from wno.measure import attention_flops_per_pair, model_cost
+    from wno.training.config import TrainConfig
+    from wno.training.measure import attention_flops_per_pair, model_cost
     from wno.model import build_model
 
     torch.manual_seed(0)
@@ -115,7 +115,7 @@ def training_steps(size: str, batch: int, rounds: int) -> list[dict]:
 
 def front_end_share(size: str, batch: int, rounds: int) -> list[dict]:
     """Time of the wavelet transform + tokenizer (fwd + bwd) inside a full W-MSA training step."""
-    from wno.config import TrainConfig
+    from wno.training.config import TrainConfig
     from wno.model import build_model
 
     model = build_model(TrainConfig(model_size=size)).train()
@@ -133,8 +133,8 @@ def front_end_share(size: str, batch: int, rounds: int) -> list[dict]:
 
 def attention_paths(batch: int, rounds: int, cmd: str = COMMAND) -> list[dict]:
     """Attention alone at the seed's 1,329 tokens, 3 heads x 32, every path."""
-    from wno.attention_kernel import WaveletAttentionKernel
-    from wno.attention_paths import KernelAttention
+    from wno.model.attention_kernel import WaveletAttentionKernel
+    from wno.model.attention_paths import KernelAttention
     from wno.model import WaveletTransformer
 
     meta = WaveletTransformer(embed_dim=96, depth=1, num_heads=3).meta
@@ -165,7 +165,7 @@ def attention_paths(batch: int, rounds: int, cmd: str = COMMAND) -> list[dict]:
 
 
 def run(size: str = "tiny", batch: int = 32, rounds: int = 3) -> list[dict]:
-    from wno.utils import keep_freed_memory
+    from wno.base.utils import keep_freed_memory
 
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     keep_freed_memory()  # as `wno train` does on CPU, for every variant alike

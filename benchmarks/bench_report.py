@@ -1,6 +1,6 @@
 """How long `wno report` takes on a study of 1,000 trials, and how big the HTML is.
 
-A synthetic study (wno.platform.fake_study: 72 W-MSA configurations and 3 ViT twins, up to 14
+A synthetic study (tests/fake_study.py: 72 W-MSA configurations and 3 ViT twins, up to 14
 seeds, 2% failed, 10 running, 20 waiting) is written into a temporary SQLite storage, with one
 MLflow run per trial (10 epochs of curves) in a temporary local MLflow store. Then:
 
@@ -71,7 +71,7 @@ def make_study(directory: Path, mlflow: bool) -> tuple[str, str | None, float]:
     returns (storage URL, tracking URI, seconds it took)."""
     import optuna
 
-    from wno.platform import fake_study as fs
+    from tests import fake_study as fs  # the test suite's synthetic studies
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{directory / 'optuna.db'}"

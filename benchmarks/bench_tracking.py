@@ -41,7 +41,7 @@ def smoke_config(folder: Path):
     """The smoke study's base configuration (kernel on), on CIFAR-10 when it is found."""
     import yaml
 
-    from wno.config import TrainConfig
+    from wno.training.config import TrainConfig
 
     base = dict(yaml.safe_load((REPO / "studies" / "smoke.yaml").read_text())["base"])
     cifar = data_dir()
@@ -65,7 +65,7 @@ def overhead(rounds: int, folder: Path) -> list[dict]:
     config = smoke_config(folder)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     tracking.quiet_mlflow()
-    tracking._client(uri).search_experiments()  # lay out the store outside the timings
+    tracking.client_for(uri).search_experiments()  # lay out the store outside the timings
     plain, tracked, hooks, sender, epochs = [], [], [], [], 0
     opens, drains, runs = [], [], []  # per tracked run; runs: untracked epoch-time per run
     _train(config.replace(epochs=1), None, folder / "warmup")  # decode, caches, first-call costs
@@ -110,7 +110,7 @@ def overhead(rounds: int, folder: Path) -> list[dict]:
 def lifecycle(uri: str, label: str, folder: Path, repeats: int = 3) -> list[dict]:
     """Seconds to open a run (before training) and to finish it (final metrics, artifacts,
     end), through a tracker, on a small real training's checkpoint."""
-    from wno.config import TrainConfig
+    from wno.training.config import TrainConfig
     from wno.platform import tracking
     from wno.training import train
 
@@ -149,7 +149,7 @@ def batch_vs_calls(uri: str, repeats: int = 20) -> list[dict]:
 
     from wno.platform import schema, tracking
 
-    client = tracking._client(uri)
+    client = tracking.client_for(uri)
     exp = tracking.ensure_experiment(client, "bench-batch", tracking.artifact_root(uri))
     run = client.create_run(exp).info.run_id
     batch, calls = [], []

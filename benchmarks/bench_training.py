@@ -1,7 +1,7 @@
 """Training throughput: the real data pipeline against the same loop fed one pre-made batch.
 
 `wno.train_utils.train_epoch` runs the same model, optimiser and schedule twice per round:
-once over `wno.data.DeviceLoader` (shuffle, random crop + flip, normalisation on the device) and
+once over `wno.training.data.DeviceLoader` (shuffle, random crop + flip, normalisation on the device) and
 once over a loader that yields one batch made beforehand (the pipeline's cost removed). Rounds
 alternate the two so a busy machine slows both alike; the median of the rounds is reported.
 Target: the real pipeline keeps >= 95% of the pre-made batch's images/s.
@@ -57,11 +57,11 @@ def pipeline_vs_premade(name: str, steps: int = 15, batch: int = 128, rounds: in
 
     import torch
 
-    from wno.config import TrainConfig
-    from wno.data import load_data
+    from wno.training.config import TrainConfig
+    from wno.training.data import load_data
     from wno.model import build_model
     from wno.train_utils import CosineAnnealingWarmupRestarts, param_groups, train_epoch
-    from wno.training import autocast_dtype
+    from wno.training.loop import autocast_dtype
 
     config = TrainConfig(dataset="synthetic", val_size=0, batch_size=batch, device=device,
                          **MODELS[name])
@@ -125,11 +125,11 @@ def gpu_epochs(data_dir: str | None) -> list[dict]:
 
     import torch
 
-    from wno.config import TrainConfig
-    from wno.data import load_data
+    from wno.training.config import TrainConfig
+    from wno.training.data import load_data
     from wno.model import build_model
     from wno.train_utils import CosineAnnealingWarmupRestarts, param_groups, train_epoch
-    from wno.training import autocast_dtype
+    from wno.training.loop import autocast_dtype
 
     rows = []
     for name in ("wmsa-tiny", "vit-tiny"):
@@ -157,7 +157,7 @@ def gpu_epochs(data_dir: str | None) -> list[dict]:
 def run(models: tuple[str, ...] = ("vit-micro", "wmsa-micro-patch4"), steps: int = 15) -> list[dict]:
     import torch
 
-    from wno.utils import keep_freed_memory
+    from wno.base.utils import keep_freed_memory
 
     keep_freed_memory()  # as `wno train` does on CPU
     rows = [r for m in models for r in pipeline_vs_premade(m, steps=steps)]

@@ -63,7 +63,7 @@ def cifar10_dir() -> Path:
 @pytest.fixture(scope="session")
 def cifar10_splits(cifar10_dir):
     """(train, test) `Split`s of the real CIFAR-10, decoded once per session."""
-    from wno.data import load_cifar10
+    from wno.training.data import load_cifar10
 
     train, test, _ = load_cifar10(cifar10_dir)
     return train, test
@@ -75,7 +75,7 @@ def make_config(tmp_path):
 
     Defaults: micro ViT, 1,000 training images, 500 validation, 500 test, 2 epochs, batch 64, CPU.
     """
-    from wno.config import TrainConfig
+    from wno.training.config import TrainConfig
 
     def make(**changes):
         base = dict(model="vit", model_size="micro", dataset="synthetic", train_size=1000,
@@ -96,7 +96,7 @@ def write_image_folder(root: Path, per_class: int = 3) -> Path:
     import torch
     from torchvision.io import encode_jpeg, encode_png
 
-    from wno.data import CIFAR10_CLASSES
+    from wno.training.data import CIFAR10_CLASSES
 
     g = torch.Generator().manual_seed(0)
     for split, encode, ext in (("train", encode_jpeg, "jpg"), ("test", encode_png, "png")):

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wno.attention_kernel import WaveletAttentionKernel
-from wno.attention_paths import PATHS, KernelAttention, SparseLayout, resolve_path
-from wno.tokenization import WaveletTokenizer
-from wno.wavelets_2d import WaveletTransform2d
+from wno.model.attention_kernel import WaveletAttentionKernel
+from wno.model.attention_paths import PATHS, KernelAttention, SparseLayout, resolve_path
+from wno.model.tokenization import WaveletTokenizer
+from wno.model.wavelets_2d import WaveletTransform2d
 
 
 def _meta(levels=3, layout="seed", patch=2):
@@ -53,7 +53,7 @@ def test_kernel_is_zero_beyond_radius_and_bandwidth(radius, bandwidth):
 
 
 def test_kept_pairs_match_the_design_figures():
-    # DESIGN.md: radius 0.1 / 0.15 / 0.5 with bandwidth 1 keep 3.3%, 6.2%, 45.7% of pairs.
+    # docs/design.md: radius 0.1 / 0.15 / 0.5 with bandwidth 1 keep 3.3%, 6.2%, 45.7% of pairs.
     meta = _meta()
     for radius, expected in ((0.1, 0.033), (0.15, 0.062), (0.25, 0.14), (0.5, 0.45)):
         kept = WaveletAttentionKernel(meta, 3, radius, 1).kept_fraction()
@@ -204,7 +204,7 @@ def test_flex_path_gradients_match_dense_on_cuda():
         out = ka.build(q.device).attend(q, k, v)
         (out * torch.linspace(-1, 1, out.shape[-1], device=q.device)).sum().backward()
         grads[path] = (out.detach(), [t.grad.clone() for t in [q, k, v, *ka.parameters()]])
-    from wno.attention_paths import flex_fell_back
+    from wno.model.attention_paths import flex_fell_back
 
     assert not flex_fell_back()  # FlexAttention itself ran, not the fused fallback
     assert torch.allclose(grads["flex"][0], grads["dense"][0], atol=1e-4)
@@ -225,7 +225,7 @@ def test_resolve_path():
 
 
 def test_kernel_off_attention_is_plain_sdpa():
-    from wno.wmsa import WaveletMultiScaleAttention
+    from wno.model.wmsa import WaveletMultiScaleAttention
 
     attn = WaveletMultiScaleAttention(32, 2).eval()
     x = torch.randn(2, 10, 32)

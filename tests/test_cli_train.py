@@ -201,7 +201,7 @@ def test_progress_bar_on_a_terminal_shows_loss_accuracy_and_speed(tmp_path):
     from rich.console import Console
 
     from wno.cli.train import ConsoleProgress
-    from wno.config import TrainConfig
+    from wno.training.config import TrainConfig
     from wno.training import EpochMetrics, RunInfo, StepProgress, TrainResult
 
     out = io.StringIO()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from wno.config import ConfigError, TrainConfig
+from wno.training.config import ConfigError, TrainConfig
 
 
 def test_round_trips_through_dict_and_yaml(tmp_path):

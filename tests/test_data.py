@@ -1,4 +1,4 @@
-"""wno.data: registry, sources (torchvision tree / zip / cache), splits, device batches."""
+"""wno.training.data: registry, sources (torchvision tree / zip / cache), splits, device batches."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import write_image_folder, zip_folder
-from wno import data as D
-from wno.config import TrainConfig
+from wno.training import data as D
+from wno.training.config import TrainConfig
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from wno.config import ConfigError, TrainConfig
-from wno.measure import model_cost
+from wno.training.config import ConfigError, TrainConfig
+from wno.training.measure import model_cost
 from wno.model import MODEL_SIZES, WaveletTransformer, build_model
-from wno.vit import build_vit
+from wno.model.vit import build_vit
 
 
 def _expected_vit_params(dim, depth, classes=10, patch=4, mlp=4):
@@ -117,7 +117,7 @@ def test_direct_construction_rejects_bad_heads():
 def test_drop_path_draws_and_scales_as_torchvisions_stochastic_depth():
     from torchvision.ops import StochasticDepth
 
-    from wno.wmsa import DropPath
+    from wno.model.wmsa import DropPath
 
     x = torch.randn(64, 5, 8)
     for p in (0.0, 0.3, 1.0):
@@ -138,7 +138,7 @@ def test_training_a_wmsa_model_does_not_import_torchvision(tmp_path):
     import sys
 
     code = ("import sys\n"
-            "from wno.config import TrainConfig\n"
+            "from wno.training.config import TrainConfig\n"
             "from wno.training import train\n"
             "cfg = TrainConfig(model_size='micro', token_layout='patch', token_patch=4,\n"
             "                  dataset='synthetic', train_size=32, val_size=16, test_size=16,\n"

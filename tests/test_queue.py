@@ -16,7 +16,8 @@ from platform_helpers import (REPO, TINY, pg_database, pop_until_empty, run_in_p
                               storage_url, sweep_once, trials, unique)
 from wno.cli.common import Unavailable, UserError
 from wno.platform import schema
-from wno.platform.queue import StudyQueue, grace, one_line
+from wno.base.errors import one_line
+from wno.platform.queue import STORED_ERROR_LIMIT, StudyQueue, grace
 from wno.platform.spec import parse_spec
 
 
@@ -304,7 +305,7 @@ def test_sqlite_storage_is_set_up_for_several_local_workers(tmp_path):
     with pytest.raises(Unavailable, match="no study storage at .*does not exist"):
         StudyQueue(url)  # a typo must not become an empty storage
     q = StudyQueue(url, create=True)
-    with q.engine.connect() as conn:
+    with q.store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 30000
 
@@ -331,9 +332,10 @@ def test_wrong_password_is_reported_masked(pg_database):
 
 
 def test_errors_are_stored_on_one_line_with_secrets_masked():
-    text = one_line("Traceback:\n  boom\nOperationalError: postgresql://a:hunter2@db/x down")
+    text = one_line("Traceback:\n  boom\nOperationalError: postgresql://a:hunter2@db/x down",
+                    STORED_ERROR_LIMIT)
     assert "\n" not in text and "hunter2" not in text and "a:***@db" in text
-    assert len(one_line("x" * 10000)) <= 2000
+    assert len(one_line("x" * 10000, STORED_ERROR_LIMIT)) <= 2000
 
 
 def test_search_budget_and_retry_of_a_failed_sampled_trial(storage_url):

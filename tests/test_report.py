@@ -2,7 +2,7 @@
 format, honest reports of empty/partial studies, unknown studies, and MLflow curves and links.
 
 The studies are real Optuna SQLite storages and real MLflow stores written by
-`wno.platform.fake_study` (the attribute names the queue and workers write).
+`fake_study` (the attribute names the queue and workers write).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from typer.testing import CliRunner
 
 from wno.cli import app
 from wno.cli.common import UserError
-from wno.platform import fake_study as fs
+import fake_study as fs
 from wno.platform import report as rep
+from wno.platform.tracking import history
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FORMATS = ("html", "md", "csv", "latex", "json")
@@ -303,8 +304,8 @@ def test_a_database_that_is_not_optuna_is_refused_untouched(tmp_path):
 
 def test_bad_inputs_are_clear(stores, tmp_path):
     missing = tmp_path / "none" / "optuna.db"
-    result = cli("--study", "x", "--storage", f"sqlite:///{missing}")
-    assert result.exit_code == 2 and "no study storage at" in result.output
+    result = cli("--study", "x", "--storage", f"sqlite:///{missing}")  # as `wno study`: exit 3
+    assert result.exit_code == 3 and "no study storage at" in result.output
     assert not missing.exists()  # nothing was created
     result = cli("--study", "known", "--storage", stores["url"], "--format", "pdf")
     assert result.exit_code == 2 and "html, md, csv, latex, json" in result.output
@@ -405,9 +406,10 @@ def test_the_database_fast_path_equals_the_mlflow_client(known, stores):
     store = Path(stores["tracking"].removeprefix("sqlite:///"))
     before = hashlib.sha256(store.read_bytes()).hexdigest()
     runs = [r for r in known.trials["mlflow_run"] if isinstance(r, str)]
-    fast = rep._histories_sql(stores["tracking"], runs)
+    fast = history._histories_sql(stores["tracking"], runs, list(rep.CURVE_METRICS))
     assert hashlib.sha256(store.read_bytes()).hexdigest() == before  # read-only
-    api, failed = rep._histories_api(MlflowClient(stores["tracking"]), runs)
+    api, failed = history._histories_api(MlflowClient(stores["tracking"]), runs,
+                                         list(rep.CURVE_METRICS))
     assert failed == 0 and len(fast) == 2 * len(runs) and fast == api
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from wno.platform import fake_study as fs
+import fake_study as fs
 from wno.platform import report as rep
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wno.config import TrainConfig
+from wno.training.config import TrainConfig
 from wno.platform import schema
 from wno.platform.spec import SpecError, load_spec, parse_spec
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from wno.positional_encoding import ScaleAwarePositionalEncoding
-from wno.tokenization import WaveletTokenizer, morton_order
-from wno.wavelets_2d import WaveletTransform2d
+from wno.model.positional_encoding import ScaleAwarePositionalEncoding
+from wno.model.tokenization import WaveletTokenizer, morton_order
+from wno.model.wavelets_2d import WaveletTransform2d
 
 
 def _tokenizer(wavelet="haar", levels=3, layout="seed", patch=2, mode="boundary"):

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wno.config import TrainConfig
-from wno.platform import schema, tracking
+from wno.training.config import TrainConfig
+from wno.platform import defaults, schema, tracking
+from wno.platform.tracking import sender
 from wno.training import Callback, train
 
 # The helpers below are shared with test_tracking_server.py.
@@ -283,7 +284,7 @@ def test_workers_starting_together_on_a_new_store_do_not_break_it(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
     code = ("import sys; from wno.platform import tracking; "
-            "print(len(tracking._client(sys.argv[1]).search_experiments()))")
+            "print(len(tracking.client_for(sys.argv[1]).search_experiments()))")
     procs = [subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -364,7 +365,7 @@ def test_a_study_run_by_a_worker_is_one_run_per_trial(tmp_path, local_store, mon
 
 # --- the background sender, with real threads ---------------------------------------------------------
 def _outbox(calls, **kw):
-    return tracking._Outbox("t", lambda ops: calls.append([op.what for op in ops]),
+    return sender.Outbox("t", lambda ops: calls.append([op.what for op in ops]),
                             "somewhere", backoff=(0.01, 0.05), **kw)
 
 
@@ -379,10 +380,10 @@ def test_the_sender_keeps_order_and_retries_what_failed(caplog):
         calls.append(["flaky"])
 
     box = _outbox(calls)
-    box.put(tracking._Op("flaky", flaky))
+    box.put(sender.Op("flaky", flaky))
     for e in (1, 2, 3):
-        box.put(tracking._Op(f"epoch {e}", metrics=[e], epoch=e))
-    box.put(tracking._Op("last", lambda: calls.append(["last"])))
+        box.put(sender.Op(f"epoch {e}", metrics=[e], epoch=e))
+    box.put(sender.Op("last", lambda: calls.append(["last"])))
     assert box.drain(10)
     # the failed op was retried until it went through, nothing overtook it, epochs went as one
     assert calls == [["flaky"], ["epoch 1", "epoch 2", "epoch 3"], ["last"]]
@@ -407,9 +408,9 @@ def test_the_sender_gives_up_only_on_errors_retrying_cannot_fix(caplog):
         raise TypeError("a bug, not an outage")
 
     box = _outbox(calls)
-    box.put(tracking._Op("params", refused))
-    box.put(tracking._Op("buggy", bug))
-    box.put(tracking._Op("after", lambda: calls.append(["after"])))
+    box.put(sender.Op("params", refused))
+    box.put(sender.Op("buggy", bug))
+    box.put(sender.Op("after", lambda: calls.append(["after"])))
     assert box.drain(10)
     assert box.dropped == ["params", "buggy"] and calls == [["after"]] and box.failures == 0
     assert any("not retried" in r.getMessage() for r in caplog.records)
@@ -423,7 +424,7 @@ def test_a_drain_that_times_out_leaves_the_op_queued():
             raise ConnectionError("down")
 
     box = _outbox([])
-    box.put(tracking._Op("blocked", blocked))
+    box.put(sender.Op("blocked", blocked))
     assert not box.drain(0.3) and box.pending == 1
     gate.set()
     assert box.drain(10) and box.pending == 0
@@ -454,8 +455,8 @@ def test_artifacts_of_a_local_store_live_beside_it(tmp_path, monkeypatch):
     monkeypatch.setenv("WNO_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.artifact_root(f"sqlite:///{tmp_path}/m.db") == (tmp_path / "mlartifacts").as_uri()
-    assert tracking.artifact_root(tracking.defaults.tracking_uri()) == \
-        tracking.defaults.artifact_location()
+    assert tracking.artifact_root(defaults.tracking_uri()) == \
+        defaults.artifact_location()
     assert tracking.artifact_root("http://127.0.0.1:5000") is None
 
 

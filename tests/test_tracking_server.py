@@ -185,7 +185,7 @@ def test_wno_ui_serves_the_store_and_stops_everything_on_ctrl_c(tmp_path):
     store = tmp_path / "home" / "mlflow.db"
     uri = f"sqlite:///{store}"
     tracking.quiet_mlflow()
-    client = tracking._client(uri)
+    client = tracking.client_for(uri)
     exp = tracking.ensure_experiment(client, "smoke", tracking.artifact_root(uri))
     run_id = client.create_run(exp, run_name="use_kernel=True, seed=0").info.run_id
     client.log_text(run_id, "model: wavelet\n", "config.yaml")
@@ -258,7 +258,7 @@ def test_a_study_run_by_wno_worker_is_tracked_on_the_server(tmp_path, live_serve
     from platform_helpers import run_wno, unique, worker_env
     from test_tracking import assert_trial_runs, study_spec
     from wno.platform.queue import StudyQueue
-    from wno.utils import mask_url
+    from wno.base.utils import mask_url
 
     name = unique("tracked")
     StudyQueue(storage_url, create=True).create(study_spec(name))
@@ -290,7 +290,7 @@ def test_a_study_run_by_wno_worker_is_tracked_on_the_server(tmp_path, live_serve
 def test_doctor_reaches_a_server_whose_uri_carries_credentials(live_server):
     # The URI form a server behind basic auth is given in: every health check (doctor, report,
     # wait_healthy) goes through tracking.server_health, which sends them as MLflow's client does.
-    from wno.doctor import check_tracking
+    from wno.platform.doctor import check_tracking
 
     uri = live_server.uri.replace("http://", "http://wno:s3cret@")
     (check,) = check_tracking(uri)

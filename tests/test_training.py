@@ -17,7 +17,8 @@ import torch
 from wno.platform import schema
 from wno.train_utils import (CosineAnnealingWarmupRestarts, load_checkpoint, no_weight_decay,
                              param_groups, save_checkpoint)
-from wno.training import Callback, CheckpointMismatch, EpochMetrics, TrainResult, train
+from wno.training import Callback, EpochMetrics, TrainResult, train
+from wno.training.loop import CheckpointMismatch
 
 
 # ------------------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_synthetic_is_learned_to_high_accuracy(make_config):
     assert doc["status"] == "finished" and doc["final"]["test_acc"] == result.test_acc
     assert [h["val_acc"] for h in doc["history"]] == [m.val_acc for m in result.history]
     # best.pt holds the weights that scored best_val_acc on the validation split
-    from wno.data import load_data
+    from wno.training.data import load_data
     from wno.model import build_model
     from wno.train_utils import validate
 
@@ -260,7 +261,7 @@ def test_without_a_validation_split_best_is_the_latest_and_json_stays_valid(make
 
 
 def test_bad_config_fails_before_anything_is_written(make_config, tmp_path):
-    from wno.config import ConfigError
+    from wno.training.config import ConfigError
 
     config = make_config(model="wavelet", wavelet="nosuchwavelet")
     with pytest.raises(ConfigError, match="nosuchwavelet"):
@@ -386,7 +387,7 @@ def test_micro_model_learns_real_cifar10(make_config, cifar10_dir, cifar10_split
 # ------------------------------------------------------------------------------------------------
 _KEEP_PROBE = """
 import torch
-from wno.utils import keep_freed_memory
+from wno.base.utils import keep_freed_memory
 on = keep_freed_memory()
 page = 4096
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
@@ -413,7 +414,7 @@ def test_keep_freed_memory_keeps_large_blocks_for_reuse(setting):
 def test_a_checkpoint_of_the_same_model_under_an_older_hash_resumes(tmp_path, make_config):
     """An older wno hashed a 1x1 patch apart from the seed layout; the checkpoint is the same
     model and is accepted. A checkpoint of another configuration still is not."""
-    from wno.training import check_same_config
+    from wno.training.loop import check_same_config
 
     seed = make_config(model="wavelet", token_layout="seed")
     old = seed.replace(token_layout="patch", token_patch=1)

@@ -6,7 +6,7 @@ import pytest
 import pywt
 import torch
 
-from wno.wavelets_2d import PAD_MODES, WaveletTransform2d, check_wavelet_levels, max_levels
+from wno.model.wavelets_2d import PAD_MODES, WaveletTransform2d, check_wavelet_levels, max_levels
 
 WAVELETS = ["haar", "db2", "db4", "sym4", "coif2"]
 
@@ -102,7 +102,7 @@ def test_building_the_transform_does_not_print_ptwts_sparse_warnings():
     run; users saw two 'beta' warnings per process. Other warnings still come through."""
     import warnings
 
-    from wno.wavelets_2d import _analysis_matrices
+    from wno.model.wavelets_2d import _analysis_matrices
 
     _analysis_matrices.cache_clear()
     with warnings.catch_warnings(record=True) as caught:

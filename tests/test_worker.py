@@ -103,7 +103,7 @@ def test_a_trial_whose_stored_config_changed_is_refused(tmp_path):
 def test_a_trial_enqueued_before_canonical_merged_more_still_runs(tmp_path):
     """A 1x1 patch was its own configuration before it became the seed layout's: a trial stored
     then (its fields as written, hashed as they are) is the same model, and runs."""
-    from wno.config import TrainConfig
+    from wno.training.config import TrainConfig
 
     url = sqlite_url(tmp_path)
     q = StudyQueue(url, create=True)

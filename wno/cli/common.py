@@ -8,23 +8,9 @@ from collections.abc import Iterator
 
 import typer
 
-from wno.utils import mask_secrets
-
-# Exit codes: 1 = the work failed, 2 = bad input (usage, config, study file), 3 = a service or
-# data set that cannot be reached, 130 = interrupted.
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
-
-
-class UserError(Exception):
-    """An error whose message is meant for the user as it is (no traceback)."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
-class Unavailable(UserError):
-    """A storage, tracking server or data set that cannot be reached."""
-
-    exit_code = EXIT_UNAVAILABLE
+from wno.base.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED,  # noqa: F401
+                             EXIT_UNAVAILABLE, Unavailable, UserError)
+from wno.base.utils import mask_secrets
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -35,15 +21,17 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn known library errors into a message and an exit code instead of a traceback."""
-    from wno.config import ConfigError
+    """Turn known library errors into a message and an exit code instead of a traceback.
 
+    `UserError` (and `Unavailable`) carry their exit code; a `ValueError` (a `ConfigError`, a
+    `SpecError`) or a missing file is bad input.
+    """
     try:
         yield
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:
         raise fail(str(e), EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from wno.cli.common import user_errors
-from wno.sizes import MODEL_SIZES
+from wno.base.sizes import MODEL_SIZES
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +34,7 @@ def compare_command(
     from rich.table import Table
 
     from wno.cli.train import build_config
-    from wno.compare import compare, plot_kernel
+    from wno.training.compare import compare, plot_kernel
     from wno.model import build_model
 
     console = Console(stderr=True)

@@ -19,7 +19,7 @@ def doctor_command(
     no_data: bool = typer.Option(False, "--no-data", help="Skip the data set check."),
 ) -> None:
     """Versions, devices, a wavelet round trip and forward pass per device, data, storage, tracking."""
-    from wno.doctor import FAIL, OK, run_checks
+    from wno.platform.doctor import FAIL, OK, run_checks
     from wno.platform import defaults
 
     colours = {OK: typer.colors.GREEN, FAIL: typer.colors.RED}

@@ -148,7 +148,8 @@ def register(app: typer.Typer) -> None:
 def _maybe(storage: str | None):
     """The queue, or None when the (SQLite) storage does not exist yet."""
     from wno.platform import defaults
-    from wno.platform.queue import StudyQueue, normalize_url, sqlite_path
+    from wno.platform.queue import StudyQueue
+    from wno.platform.storage import normalize_url, sqlite_path
 
     path = sqlite_path(normalize_url(defaults.storage_url(storage)))
     if path is not None and not path.exists():

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from wno.cli.common import Unavailable, UserError, user_errors
-from wno.sizes import MODEL_SIZES
+from wno.base.sizes import MODEL_SIZES
 from wno.training import Callback
 
 # Flags that only a wavelet model reads: asking for them with --model vit is an error, not a no-op.
@@ -90,7 +90,7 @@ def train_command(
 
 def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str]):
     """The TrainConfig the command line asks for, validated (raises ConfigError/UserError)."""
-    from wno.config import TrainConfig
+    from wno.training.config import TrainConfig
     from wno.platform import defaults
 
     base = TrainConfig.from_yaml(config_file).to_dict() if config_file else {}
@@ -119,7 +119,7 @@ def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str
 def make_tracker(config, tracking_uri: str | None, resume: bool):
     """The MLflow tracker of this run (`wno.platform.tracking`); it says where the run is."""
     from wno.platform import defaults, tracking
-    from wno.utils import mask_url
+    from wno.base.utils import mask_url
 
     uri = defaults.tracking_uri(tracking_uri)
 
@@ -143,7 +143,7 @@ def run(config, *, resume: bool = True, extra_callbacks: list[Callback] = ()):
     """
     from rich.console import Console
 
-    from wno.data import DataMissing
+    from wno.training.data import DataMissing
     from wno.training import train
 
     console = Console(highlight=False)

@@ -43,7 +43,7 @@ def ui_command(
 ) -> None:
     """Browse runs in the MLflow UI (and the studies in optuna-dashboard); Ctrl-C stops both."""
     from wno.platform import defaults
-    from wno.utils import mask_url
+    from wno.base.utils import mask_url
 
     with user_errors():
         uri = defaults.tracking_uri(tracking_uri)
@@ -105,7 +105,7 @@ class ServiceDied(UserError):
 
 def _start_mlflow(uri: str, host: str, port: int, services: list) -> None:
     from wno.platform import tracking
-    from wno.utils import mask_secrets
+    from wno.base.utils import mask_secrets
 
     if not _port_free(host, port):
         raise UserError(f"port {port} on {host} is in use (another MLflow UI?); choose another "
@@ -137,7 +137,7 @@ def _start_dashboard(storage_url: str, host: str, port: int, services: list) -> 
     import subprocess
     import sys
 
-    from wno.utils import mask_secrets
+    from wno.base.utils import mask_secrets
 
     if importlib.util.find_spec("optuna_dashboard") is None:
         typer.echo("Optuna dashboard  not installed (pip install optuna-dashboard); skipped")

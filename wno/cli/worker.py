@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from wno.cli.common import user_errors
+from wno.cli.common import UserError, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -36,14 +36,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pull trials from the study queue and train them (SIGTERM hands the running one back)."""
         with user_errors():
-            from wno.cli.common import UserError
-
             if gpu is None:  # one device per worker, named: never a silent guess
                 raise UserError("wno worker needs --gpu: a GPU index (--gpu 0, --gpu 1, ...) to "
                                 "pin this worker to, or --gpu cpu on a machine without one")
             if exit_when_empty and idle_timeout is not None:
                 raise UserError("give --idle-timeout or --exit-when-empty, not both")
             from wno.platform.queue import StudyQueue
+            from wno.platform.tracking import trial_callbacks
             from wno.platform.worker import Worker, WorkerOptions, pin_device
 
             device, label = pin_device(gpu)  # before anything initialises CUDA
@@ -53,14 +52,6 @@ def register(app: typer.Typer) -> None:
                 max_trials=max_trials, idle_timeout=0.0 if exit_when_empty else idle_timeout,
                 data_dir=data_dir, checkpoint_dir=checkpoint_dir, heartbeat_interval=heartbeat,
                 poll_interval=min(5.0, heartbeat))
-            Worker(queue, options, callbacks_factory=_tracking() if tracking else None).run()
-
-
-def _tracking():
-    """MLflow tracking's per-trial callbacks (`wno.platform.tracking.worker_callbacks`), when
-    that module provides them."""
-    try:
-        from wno.platform import tracking
-    except ImportError:
-        return None
-    return getattr(tracking, "worker_callbacks", None)
+            # Each trial gets an MLflow run through this factory (wno.platform.tracking).
+            factory = trial_callbacks if tracking else None
+            Worker(queue, options, callbacks_factory=factory).run()

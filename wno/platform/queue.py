@@ -5,7 +5,8 @@ is an Optuna trial in state WAITING whose user attrs hold its configuration (`sc
 Workers pop WAITING trials, heartbeat while training and tell the result. Names of every stored
 attribute are in `wno.platform.schema`.
 
-What Optuna alone does not give us, and how this module adds it (see DESIGN.md, "Optuna 5.0"):
+What Optuna alone does not give us, and how this module adds it (see docs/design.md, "Optuna 5.0";
+the operations beneath Optuna's API are in `wno.platform.storage`):
 
 - Exactly-once pops. `pop()` moves one WAITING trial to RUNNING with a conditional
   ``UPDATE ... WHERE state = 'WAITING'`` judged by its row count, inside one transaction that
@@ -22,8 +23,12 @@ What Optuna alone does not give us, and how this module adds it (see DESIGN.md, 
   trial with the same params and user attrs, `schema.RETRY_OF` set and Optuna's retry history
   (what `RetryHeartbeatStaleTrialCallback` does, made atomic). The retry trains from the
   checkpoint of the trial it replaces: checkpoints are keyed by (study, config hash).
-- SQLite made fit for a few local workers: WAL journal, 60 s busy timeout, immediate
-  transactions, and retries around our own statements. PostgreSQL is the path to many machines.
+- SQLite made fit for a few local workers (`wno.platform.storage`). PostgreSQL is the path to
+  many machines.
+
+One concern, a little over 500 lines: what studies and trials mean to the queue (create, pop,
+retry, cancel, status). How each operation reaches the database is `wno.platform.storage`'s; the
+status records are here because only the queue builds them.
 
 Example:
     >>> q = StudyQueue("sqlite:///wno-runs/optuna.db", create=True)
@@ -39,18 +44,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import random
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from wno.cli.common import Unavailable, UserError
-from wno.platform import defaults, schema
+from wno.base.errors import UserError, one_line
+from wno.platform import schema
 from wno.platform.spec import StudySpec, TrialPlan, parse_spec
-from wno.utils import mask_secrets, mask_url
+from wno.platform.storage import Store, retrying
 
 log = logging.getLogger(__name__)
 
@@ -60,131 +62,11 @@ DEFAULT_HEARTBEAT = 15.0  # seconds between heartbeats
 GRACE_FACTOR = 4  # a trial silent for this many intervals is stale
 MIN_GRACE = 3.0  # SQLite's CURRENT_TIMESTAMP has 1 s resolution
 MAX_STALE_RETRIES = 3  # a trial that keeps killing its worker stops being retried automatically
-SQLITE_BUSY_TIMEOUT = 60.0
+STORED_ERROR_LIMIT = 2000  # characters of an error kept on a failed trial
 # Run-specific user attrs a retry does not inherit (MLFLOW_RUN is kept: the retry resumes the run).
 _NOT_INHERITED = (schema.ERROR, schema.METRICS, schema.HOST, schema.DEVICE)
 ERROR_CANCELLED = "cancelled by `wno study cancel`"
 ERROR_REMOVED = "removed from the study definition by `wno study create --update`"
-
-T = TypeVar("T")
-
-
-# --- opening a storage -----------------------------------------------------------------------------
-def normalize_url(url: str) -> str:
-    """`postgresql://` means psycopg 3 here (SQLAlchemy would look for psycopg2)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-def sqlite_path(url: str) -> Path | None:
-    if not url.startswith("sqlite:///") or url.startswith("sqlite:///:memory:"):
-        return None
-    return Path(url[len("sqlite:///"):].split("?")[0])
-
-
-def open_storage(url: str | None = None, *, create: bool = False):
-    """An `optuna.storages.RDBStorage` for `url` (default: `defaults.storage_url()`).
-
-    `create=False` refuses a SQLite file that does not exist yet (a typo would otherwise become an
-    empty storage). Raises `Unavailable` (exit 3) when the database cannot be reached and
-    `UserError` for a URL that is not a storage URL; messages show the URL with its password
-    masked.
-    """
-    import optuna
-    import sqlalchemy as sa
-    from sqlalchemy import event
-
-    url = normalize_url(defaults.storage_url(url))
-    shown = mask_url(url)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not url.startswith(("sqlite://", "postgresql", "mysql")):
-        raise UserError(f"{shown} is not a storage URL; expected sqlite:///path/to/file.db or "
-                        f"postgresql+psycopg://user:password@host:5432/database")
-    path = sqlite_path(url)
-    if path is not None:
-        if not path.exists() and not create:
-            raise Unavailable(f"no study storage at {shown} (the file does not exist): create a "
-                              f"study first (`wno study create FILE`), or point --storage / "
-                              f"{defaults.ENV_STORAGE} at the right database")
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        _prepare_sqlite(path)
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT, "isolation_level": None,
-                                          "check_same_thread": False}}
-    elif url.startswith("postgresql"):
-        engine_kwargs = {"pool_pre_ping": True, "pool_size": 4, "max_overflow": 4,
-                         "connect_args": {"connect_timeout": 10}}
-    else:
-        engine_kwargs = {"pool_pre_ping": True}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except (sa.exc.OperationalError, sa.exc.InterfaceError,
-            optuna.exceptions.StorageInternalError) as e:
-        raise Unavailable(f"cannot reach the study storage {shown}: {_reason(e)}") from None
-    except (sa.exc.ArgumentError, ImportError) as e:
-        raise UserError(f"cannot open the study storage {shown}: {_reason(e)}") from None
-    except RuntimeError as e:  # schema written by another Optuna version
-        raise UserError(f"cannot use the study storage {shown}: {_reason(e)}") from None
-    if path is not None:
-        # Every transaction takes SQLite's write lock up front: no "database is locked" on a
-        # read-then-write, and the conditional updates below see the latest state.
-        event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-    return storage
-
-
-def _prepare_sqlite(path: Path) -> None:
-    """WAL journal: readers outside our engine (the report, optuna-dashboard) never block the
-    workers' writes, and commits are cheaper. The mode is stored in the file: set once."""
-    import sqlite3
-
-    if not path.exists() and not path.parent.is_dir():
-        return  # RDBStorage reports the missing folder
-    con = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-    finally:
-        con.close()
-
-
-def _reason(e: BaseException) -> str:
-    """The first line of the database's own message, secrets masked."""
-    cause = getattr(e, "orig", None) or e.__cause__ or e
-    text = str(cause).strip().splitlines()
-    return mask_secrets(text[0] if text else type(cause).__name__)
-
-
-def _transient(e: BaseException) -> bool:
-    import optuna
-    import sqlalchemy as sa
-
-    return isinstance(e, (sa.exc.OperationalError, optuna.exceptions.StorageInternalError)) or (
-        isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated)
-
-
-def retrying(fn: Callable[[], T], attempts: int = 6, what: str = "storage call") -> T:
-    """Run `fn`, retrying transient database errors (locked, deadlock, connection lost)."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as e:
-            if not _transient(e) or i == attempts - 1:
-                raise
-            delay = min(10.0, 0.2 * 2 ** i) * (0.5 + random.random())
-            log.warning("%s failed (%s); retrying in %.1f s", what, _reason(e), delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def _utcnow() -> dt.datetime:
-    """Naive UTC, as Optuna stores trial datetimes."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-def _naive(t: dt.datetime) -> dt.datetime:
-    """The database's now() next to its stored timestamps (Optuna's convention)."""
-    return t.replace(tzinfo=None) if isinstance(t, dt.datetime) else t
 
 
 # --- what the queue returns ------------------------------------------------------------------------
@@ -288,28 +170,15 @@ class StudyQueue:
     """Studies and trials in one storage. Cheap to create; one per process (or per thread)."""
 
     def __init__(self, url: str | None = None, *, create: bool = False):
-        self.url = normalize_url(defaults.storage_url(url))
-        self.shown_url = mask_url(self.url)
-        self.storage = open_storage(self.url, create=create)
-        self.engine = self.storage.engine
+        self.store = Store(url, create=create)
+        self.url, self.shown_url = self.store.url, self.store.shown_url
+        self.storage = self.store.storage  # optuna's RDBStorage
         self._specs: dict[tuple[int, str], StudySpec] = {}
 
     # --- studies -------------------------------------------------------------------------------
     def study_ids(self, names: Sequence[str] | None = None) -> dict[int, str]:
         """{study_id: name} of the wno studies (those with a stored definition), optionally some."""
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        S, A = models.StudyModel.__table__, models.StudyUserAttributeModel.__table__
-        query = (sa.select(S.c.study_id, S.c.study_name)
-                 .join(A, sa.and_(A.c.study_id == S.c.study_id, A.c.key == schema.SPEC)))
-        if names:
-            query = query.where(S.c.study_name.in_(list(names)))
-        def read():  # the whole transaction is retried: a failed one cannot be reused
-            with self.engine.begin() as conn:
-                return conn.execute(query).all()
-
-        return {sid: name for sid, name in retrying(read, what="listing studies")}
+        return self.store.wno_studies(names)
 
     def study_id(self, name: str) -> int:
         """The id of the wno study `name`, or a `UserError` naming the studies there are."""
@@ -331,14 +200,12 @@ class StudyQueue:
 
     def load_study(self, name: str, spec: StudySpec | None = None, sampler_seed: int = 0):
         """An `optuna.Study` (with the spec's sampler and pruner for search studies)."""
-        import optuna
-
         spec = spec or self.spec(name)
         kwargs = {}
         if spec.search is not None:
             kwargs = {"sampler": spec.search.make_sampler(sampler_seed),
                       "pruner": spec.search.make_pruner()}
-        return optuna.load_study(study_name=name, storage=self.storage, **kwargs)
+        return self.store.load_study(name, **kwargs)
 
     def create(self, spec: StudySpec, *, update: bool = False, dry_run: bool = False
                ) -> CreateResult:
@@ -377,21 +244,10 @@ class StudyQueue:
                            (schema.SPEC, spec.to_dict())):
             self.storage.set_study_user_attr(sid, key, value)
         if missing:
-            retrying(lambda: self._enqueue(sid, [_waiting_trial(t) for t in missing]),
-                     what="enqueueing trials")
+            self.store.enqueue(sid, [_waiting_trial(t) for t in missing])
         if obsolete:
-            self._fail_many(sid, obsolete, ERROR_REMOVED, states=("WAITING",))
+            self.store.fail_many(sid, obsolete, ERROR_REMOVED, states=("WAITING",))
         return result
-
-    def _enqueue(self, study_id: int, templates: list) -> None:
-        """Add all `templates` in one transaction: a failed create leaves nothing half-enqueued."""
-        from optuna.storages._rdb import models
-        from sqlalchemy.orm import Session
-
-        with Session(self.engine) as session, session.begin():
-            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-            for template in templates:
-                self.storage._get_prepared_new_trial(study_id, template, session)
 
     def _existing_study(self, name: str) -> int | None:
         try:
@@ -433,21 +289,8 @@ class StudyQueue:
 
     def summaries(self) -> list[StudySummary]:
         """Every wno study with its trial counts by state."""
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
         ids = self.study_ids()
-        T = models.TrialModel.__table__
-        query = (sa.select(T.c.study_id, T.c.state, sa.func.count())
-                 .where(T.c.study_id.in_(list(ids))).group_by(T.c.study_id, T.c.state))
-        def read():
-            with self.engine.begin() as conn:
-                return conn.execute(query).all()
-
-        rows = retrying(read, what="counting trials") if ids else []
-        counts: dict[int, Counter] = {sid: Counter() for sid in ids}
-        for sid, state, n in rows:
-            counts[sid][state.name] += n
+        counts = self.store.trial_counts(list(ids))
         out = []
         for sid, name in sorted(ids.items(), key=lambda item: item[1]):
             attrs = self.storage.get_study_user_attrs(sid)
@@ -477,7 +320,7 @@ class StudyQueue:
         """Fail every waiting and running trial of `name` (running ones stop at their next
         heartbeat); `retry` puts them back."""
         sid = self.study_id(name)
-        return self._fail_many(sid, None, ERROR_CANCELLED, states=("WAITING", "RUNNING"))
+        return self.store.fail_many(sid, None, ERROR_CANCELLED, states=("WAITING", "RUNNING"))
 
     def retry(self, name: str) -> list[tuple[int, int]]:
         """Put failed trials (not yet retried, still in the definition) back into the queue.
@@ -507,7 +350,8 @@ class StudyQueue:
         import optuna
 
         self.study_id(name)
-        optuna.delete_study(study_name=name, storage=self.storage)
+        retrying(lambda: optuna.delete_study(study_name=name, storage=self.storage),
+                 what="deleting a study")
 
     # --- trials ----------------------------------------------------------------------------------
     def pop(self, studies: Sequence[str] | None = None, *, host: str = "", device: str = "",
@@ -521,83 +365,17 @@ class StudyQueue:
         if not ids:
             return None
         where = {schema.HOST: host, schema.DEVICE: device}
-        popped = retrying(lambda: self._pop(list(ids), heartbeat_interval, where),
-                          what="popping a trial")
+        popped = self.store.pop(list(ids), heartbeat_interval, where)
         if popped is None:
             return None
         trial_id, study_id = popped
         trial = self.storage.get_trial(trial_id)
         return Claim(ids[study_id], trial_id, trial.number, dict(trial.user_attrs))
 
-    def _pop(self, study_ids: list[int], interval: float, attrs: dict[str, Any]
-             ) -> tuple[int, int] | None:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-        from optuna.trial import TrialState
-
-        T = models.TrialModel.__table__
-        with self.engine.begin() as conn:
-            for _ in range(8):  # a lost race moves on to the next waiting trial
-                query = (sa.select(T.c.trial_id, T.c.study_id)
-                         .where(T.c.study_id.in_(study_ids), T.c.state == TrialState.WAITING)
-                         .order_by(T.c.trial_id).limit(1))
-                if self.engine.dialect.name == "postgresql":
-                    query = query.with_for_update(skip_locked=True)
-                row = conn.execute(query).first()
-                if row is None:
-                    return None
-                trial_id, study_id = row
-                won = conn.execute(
-                    sa.update(T).where(T.c.trial_id == trial_id, T.c.state == TrialState.WAITING)
-                    .values(state=TrialState.RUNNING, datetime_start=_utcnow())).rowcount == 1
-                if won:
-                    self._write_heartbeat(conn, trial_id, interval)
-                    U = models.TrialUserAttributeModel.__table__
-                    for key, value in attrs.items():
-                        _set_attr(conn, U, trial_id, key, value)
-                    return trial_id, study_id
-        return None
-
-    def _write_heartbeat(self, conn, trial_id: int, interval: float) -> None:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        H = models.TrialHeartbeatModel.__table__
-        A = models.TrialSystemAttributeModel.__table__
-        conn.execute(sa.delete(H).where(H.c.trial_id == trial_id))
-        conn.execute(sa.insert(H).values(trial_id=trial_id, heartbeat=sa.func.now()))
-        conn.execute(sa.delete(A).where(A.c.trial_id == trial_id,
-                                        A.c.key == schema.HEARTBEAT_INTERVAL))
-        conn.execute(sa.insert(A).values(trial_id=trial_id, key=schema.HEARTBEAT_INTERVAL,
-                                         value_json=json.dumps(float(interval))))
-
-    def _study_of(self, trial_id: int) -> int:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        T = models.TrialModel.__table__
-        with self.engine.begin() as conn:
-            return conn.execute(sa.select(T.c.study_id).where(T.c.trial_id == trial_id)).scalar()
-
     def heartbeat(self, trial_id: int) -> bool:
         """Record that the trial's worker is alive; False when the trial is no longer RUNNING
         (cancelled, or failed as stale): its worker must stop."""
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-        from optuna.trial import TrialState
-
-        T, H = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
-
-        def beat() -> bool:
-            with self.engine.begin() as conn:
-                state = conn.execute(sa.select(T.c.state).where(T.c.trial_id == trial_id)).scalar()
-                if state != TrialState.RUNNING:
-                    return False
-                conn.execute(sa.update(H).where(H.c.trial_id == trial_id)
-                             .values(heartbeat=sa.func.now()))
-                return True
-
-        return retrying(beat, attempts=3, what="heartbeat")
+        return self.store.heartbeat(trial_id)
 
     def state(self, trial_id: int) -> str:
         return self.storage.get_trial(trial_id).state.name
@@ -608,22 +386,7 @@ class StudyQueue:
 
     def hand_back(self, trial_id: int) -> bool:
         """RUNNING -> WAITING, same trial and config (a stopped worker gives its trial back)."""
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-        from optuna.trial import TrialState
-
-        T, H = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
-
-        def back() -> bool:
-            with self.engine.begin() as conn:
-                n = conn.execute(sa.update(T).where(T.c.trial_id == trial_id,
-                                                    T.c.state == TrialState.RUNNING)
-                                 .values(state=TrialState.WAITING, datetime_start=None)).rowcount
-                if n == 1:  # the next pop writes a fresh heartbeat
-                    conn.execute(sa.delete(H).where(H.c.trial_id == trial_id))
-                return n == 1
-
-        return retrying(back, what="handing a trial back")
+        return self.store.hand_back(trial_id)
 
     def fail(self, trial_id: int, error: str) -> bool:
         """RUNNING -> FAIL with the error kept (one line, secrets masked)."""
@@ -632,7 +395,8 @@ class StudyQueue:
 
         def do() -> bool:
             try:
-                self.storage.set_trial_user_attr(trial_id, schema.ERROR, one_line(error))
+                self.storage.set_trial_user_attr(trial_id, schema.ERROR,
+                                                 one_line(error, STORED_ERROR_LIMIT))
                 return self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 return False
@@ -674,7 +438,7 @@ class StudyQueue:
         out = []
         for trial_id in (self._stale_ids(list(ids)) if ids else []):
             trial = self.storage.get_trial(trial_id)
-            new = retrying(lambda t=trial: self._add_retry(self._study_of(t._trial_id), t,
+            new = retrying(lambda t=trial: self._add_retry(self.store.study_of(t._trial_id), t,
                                                             fail_first=True),
                            what="retrying a stale trial")
             if new is not False:
@@ -688,36 +452,8 @@ class StudyQueue:
     def _running_ages(self, study_ids: list[int] | None = None, trial_ids: list[int] | None = None,
                       conn=None) -> dict[int, tuple[float, float]]:
         """{trial_id: (seconds since its last heartbeat, its heartbeat interval)}, RUNNING only."""
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-        from optuna.trial import TrialState
-
-        T, H = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
-        A = models.TrialSystemAttributeModel.__table__
-        query = (sa.select(T.c.trial_id, H.c.heartbeat, A.c.value_json)
-                 .join(H, H.c.trial_id == T.c.trial_id)
-                 .outerjoin(A, sa.and_(A.c.trial_id == T.c.trial_id,
-                                       A.c.key == schema.HEARTBEAT_INTERVAL))
-                 .where(T.c.state == TrialState.RUNNING))
-        if study_ids is not None:
-            query = query.where(T.c.study_id.in_(study_ids))
-        if trial_ids is not None:
-            query = query.where(T.c.trial_id.in_(trial_ids))
-
-        def read(conn):
-            return _naive(conn.execute(sa.select(sa.func.now())).scalar()), conn.execute(query).all()
-
-        if conn is not None:  # inside the caller's transaction (SQLite has one writer)
-            now, rows = read(conn)
-        else:
-            def fresh():
-                with self.engine.begin() as c:
-                    return read(c)
-
-            now, rows = retrying(fresh, what="reading heartbeats")
-        return {tid: ((now - _naive(beat)).total_seconds(),
-                      json.loads(interval) if interval else DEFAULT_HEARTBEAT)
-                for tid, beat, interval in rows}
+        return self.store.running_ages(study_ids, trial_ids, conn=conn,
+                                       default_interval=DEFAULT_HEARTBEAT)
 
     def _heartbeat_ages(self, trial_ids: list[int]) -> dict[int, float]:
         if not trial_ids:
@@ -731,105 +467,38 @@ class StudyQueue:
         got there first (the trial was no longer RUNNING / already retried).
         """
         import optuna
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
         from optuna.trial import TrialState
-        from sqlalchemy.orm import Session
 
-        T = models.TrialModel.__table__
-        U = models.TrialUserAttributeModel.__table__
         history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
-        with Session(self.engine) as session, session.begin():
-            # Optuna numbers a new trial by counting the study's trials: lock the study row first.
-            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        with self.store.study_locked(study_id) as session:
             if fail_first:
                 age, interval = self._running_ages(trial_ids=[trial._trial_id], conn=session).get(
                     trial._trial_id, (0.0, DEFAULT_HEARTBEAT))
-                if age <= grace(interval):
-                    return False
-                n = session.execute(sa.update(T).where(T.c.trial_id == trial._trial_id,
-                                                       T.c.state == TrialState.RUNNING)
-                                    .values(state=TrialState.FAIL,
-                                            datetime_complete=_utcnow())).rowcount
-                if n != 1:
+                if age <= grace(interval) or not self.store.fail_running(session, trial._trial_id):
                     return False
                 host = trial.user_attrs.get(schema.HOST) or "unknown host"
                 error = f"worker lost: no heartbeat for {age:.0f} s (host {host})"
                 if len(history) > MAX_STALE_RETRIES:
                     error += (f"; retried {MAX_STALE_RETRIES} times already, not again "
                               f"(`wno study retry` puts it back)")
-                _set_attr(session, U, trial._trial_id, schema.ERROR, error)
+                self.store.set_user_attr(session, trial._trial_id, schema.ERROR, error)
                 if len(history) > MAX_STALE_RETRIES:
                     return None
-            else:
-                already = session.execute(
-                    sa.select(sa.func.count()).select_from(U).join(T, T.c.trial_id == U.c.trial_id)
-                    .where(T.c.study_id == study_id, U.c.key == schema.RETRY_OF,
-                           U.c.value_json == json.dumps(trial.number))).scalar()
-                if already:
-                    return False
+            elif self.store.count_user_attr(session, study_id, schema.RETRY_OF, trial.number):
+                return False
             user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _NOT_INHERITED}
             user_attrs[schema.RETRY_OF] = trial.number
             template = optuna.trial.create_trial(
                 state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
                 user_attrs=user_attrs,
                 system_attrs={"failed_trial": history[0], "retry_history": history})
-            new = self.storage._get_prepared_new_trial(study_id, template, session)
-            session.flush()
-            return new.number
-
-    def _fail_many(self, study_id: int, trial_ids: list[int] | None, error: str,
-                   states: Sequence[str]) -> int:
-        """Fail the trials of `study_id` in `states` (all, or those in `trial_ids`) with `error`."""
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-        from optuna.trial import TrialState
-        from sqlalchemy.orm import Session
-
-        T = models.TrialModel.__table__
-        U = models.TrialUserAttributeModel.__table__
-        H = models.TrialHeartbeatModel.__table__
-        wanted = [TrialState[s] for s in states]
-
-        def do() -> int:
-            with Session(self.engine) as session, session.begin():
-                query = sa.select(T.c.trial_id).where(T.c.study_id == study_id,
-                                                      T.c.state.in_(wanted))
-                if trial_ids is not None:
-                    query = query.where(T.c.trial_id.in_(trial_ids))
-                if self.engine.dialect.name == "postgresql":
-                    query = query.with_for_update()
-                ids = list(session.execute(query).scalars())
-                if not ids:
-                    return 0
-                session.execute(sa.update(T).where(T.c.trial_id.in_(ids), T.c.state.in_(wanted))
-                                .values(state=TrialState.FAIL, datetime_complete=_utcnow()))
-                session.execute(sa.delete(H).where(H.c.trial_id.in_(ids)))
-                for tid in ids:
-                    _set_attr(session, U, tid, schema.ERROR, error)
-                return len(ids)
-
-        return retrying(do, what="failing trials")
+            return self.store.add_trial(session, study_id, template)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
 def grace(interval: float) -> float:
     """Seconds of silence after which a trial heartbeating every `interval` s is stale."""
     return max(GRACE_FACTOR * float(interval), MIN_GRACE)
-
-
-def one_line(text: str, limit: int = 2000) -> str:
-    """An error as stored: secrets masked, one line, bounded."""
-    text = " | ".join(line.strip() for line in mask_secrets(str(text)).splitlines() if line.strip())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _set_attr(session, table, trial_id: int, key: str, value: Any) -> None:
-    import sqlalchemy as sa
-
-    session.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
-    session.execute(sa.insert(table).values(trial_id=trial_id, key=key,
-                                            value_json=json.dumps(value)))
 
 
 def _key(trial) -> str:

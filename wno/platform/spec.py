@@ -34,6 +34,11 @@ Configurations the model cannot tell apart (TrainConfig.canonical) are trained o
 The whole file is checked before anything is enqueued; every problem is reported at once with its
 place in the file, e.g. ``grid.wavlet (line 9): unknown field (did you mean 'wavelet'?)``.
 
+One concern in one module, longer than most: what a study file may say. The rules of each section
+and of the plan they expand to refer to each other (a grid factor may not be in base, a baseline
+reads the grid's factors, a plan is checked configuration by configuration), and every rule reports
+through the same located problem list.
+
 Example:
     >>> spec = load_spec("studies/levels.yaml")
     >>> len(spec.trials())    # (2 wavelets x 4 levels + 1 ViT) x 3 seeds
@@ -54,8 +59,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from wno.config import ConfigError, TrainConfig
+from wno.training.config import ConfigError, TrainConfig
 from wno.platform import schema
+from wno.platform.search import PRUNERS, SAMPLERS, SearchSpace
 
 # Readable names for the usual factors; TrainConfig field names are accepted everywhere as well.
 ALIASES = {"kernel": "use_kernel", "levels": "n_levels", "size": "model_size"}
@@ -133,59 +139,6 @@ class TrialPlan:
             attrs[schema.CONFIG] = self.config.to_dict(machine=False)
             attrs[schema.CONFIG_HASH] = self.config.config_hash()
         return attrs
-
-
-@dataclass
-class SearchSpace:
-    """A validated `search` block: TrainConfig field -> distribution, plus sampler and pruner."""
-
-    n_trials: int
-    params: dict[str, dict[str, Any]]  # field -> {"choices": [...]} or {"low", "high", "log", "step"}
-    sampler: dict[str, Any]  # {"name": ..., options...}
-    pruner: dict[str, Any]
-
-    def distributions(self) -> dict[str, Any]:
-        """Optuna distributions keyed by TrainConfig field."""
-        import optuna.distributions as D
-
-        out = {}
-        for field, p in self.params.items():
-            if "choices" in p:
-                out[field] = D.CategoricalDistribution(p["choices"])
-            elif _field_type(field) is int:
-                out[field] = D.IntDistribution(p["low"], p["high"], log=p["log"], step=p["step"] or 1)
-            else:
-                out[field] = D.FloatDistribution(p["low"], p["high"], log=p["log"], step=p["step"])
-        return out
-
-    def make_sampler(self, seed_offset: int = 0):
-        """A fresh sampler; a fixed seed is offset per trial so that workers do not all agree."""
-        options = {k: v for k, v in self.sampler.items() if k != "name"}
-        if options.get("seed") is not None:
-            options["seed"] = options["seed"] + seed_offset
-        return SAMPLERS[self.sampler["name"]]()(**options)
-
-    def make_pruner(self):
-        options = {k: v for k, v in self.pruner.items() if k != "name"}
-        return PRUNERS[self.pruner["name"]]()(**options)
-
-
-def _optuna(module: str, name: str):
-    def get():
-        import importlib
-
-        return getattr(importlib.import_module(f"optuna.{module}"), name)
-
-    return get
-
-
-SAMPLERS = {"tpe": _optuna("samplers", "TPESampler"), "random": _optuna("samplers", "RandomSampler"),
-            "qmc": _optuna("samplers", "QMCSampler"), "gp": _optuna("samplers", "GPSampler")}
-PRUNERS = {"median": _optuna("pruners", "MedianPruner"),
-           "percentile": _optuna("pruners", "PercentilePruner"),
-           "hyperband": _optuna("pruners", "HyperbandPruner"),
-           "successive_halving": _optuna("pruners", "SuccessiveHalvingPruner"),
-           "none": _optuna("pruners", "NopPruner")}
 
 
 @dataclass
@@ -452,12 +405,6 @@ def _key_in(mapping: Any, field: str) -> str:
 _FIELDS = TrainConfig.field_names()
 
 
-def _field_type(field: str) -> type:
-    annotation = {f: t for f, t in TrainConfig.__annotations__.items()}[field]
-    return {"int": int, "float": float, "str": str, "bool": bool}[
-        str(annotation).replace("| None", "").strip()]
-
-
 def _resolve(p: _Problems, path: tuple, key: Any) -> str | None:
     """The TrainConfig field a key names, or None (with the problem recorded)."""
     if not isinstance(key, str):
@@ -599,7 +546,7 @@ def _search(p: _Problems, search: Search, data: dict, base: dict, objective: Obj
 
 
 def _param(p: _Problems, path: tuple, field: str, value: Any) -> dict[str, Any] | None:
-    kind = _field_type(field)
+    kind = TrainConfig.field_type(field)
     if isinstance(value, list):
         if not value:
             p.add(path, "an empty list of choices")

@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wno.cli.common import UserError
-from wno.config import TrainConfig
+from wno.training.config import TrainConfig
 from wno.platform import defaults, schema
-from wno.platform.queue import DEFAULT_HEARTBEAT, Claim, StudyQueue, one_line
+from wno.base.errors import UserError, one_line
+from wno.platform.queue import DEFAULT_HEARTBEAT, STORED_ERROR_LIMIT, Claim, StudyQueue
 from wno.platform.spec import StudySpec
 from wno.training import Callback, EpochMetrics, RunInfo, TrainResult
 
@@ -186,7 +186,7 @@ class _Heartbeat:
                 if beats % GRACE_SWEEP_BEATS == 0:
                     self.sweep()
             except Exception as e:  # the storage may come back: keep beating
-                _say(f"heartbeat failed ({one_line(str(e), 200)}); retrying")
+                _say(f"heartbeat failed ({one_line(e, 200)}); retrying")
 
 
 GRACE_SWEEP_BEATS = 4
@@ -303,7 +303,7 @@ class Worker:
         except Exception as e:  # storage briefly unreachable: wait and try again
             if isinstance(e, UserError):
                 raise
-            _say(f"cannot pop from {self.queue.shown_url}: {one_line(str(e), 300)}; retrying")
+            _say(f"cannot pop from {self.queue.shown_url}: {one_line(e, 300)}; retrying")
             return None
 
     def _sweep(self, force: bool = True) -> None:
@@ -317,7 +317,7 @@ class Worker:
                 _say(f"trial #{failed} lost its worker; "
                      + (f"re-enqueued as #{retry}" if retry is not None else "not retried again"))
         except Exception as e:
-            _say(f"stale-trial sweep failed: {one_line(str(e), 300)}")
+            _say(f"stale-trial sweep failed: {one_line(e, 300)}")
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         """First SIGTERM/SIGINT: finish gracefully (hand the trial back); a second one is the
@@ -359,13 +359,13 @@ class Worker:
                     self.queue.hand_back(claim.trial_id)
                     _say(f"trial {label}: interrupted; handed back")
                     raise
-                error = one_line(f"{type(e).__name__}: {e}")
+                error = one_line(f"{type(e).__name__}: {e}", STORED_ERROR_LIMIT)
                 _say(f"trial {label} failed: {error}\n" + _masked_traceback())
                 try:
                     outcome = FAIL if self.queue.fail(claim.trial_id, error) else LOST
                 except Exception as storage_error:  # the trial goes stale and is retried
                     _say(f"trial {label}: cannot record the failure "
-                         f"({one_line(str(storage_error), 300)}); it will be retried")
+                         f"({one_line(storage_error, 300)}); it will be retried")
                     outcome = LOST
         for cb in extra:
             hook = getattr(cb, "on_trial_end", None)
@@ -400,7 +400,7 @@ class Worker:
             try:
                 extra += list(self.callbacks_factory(ctx))
             except Exception as e:  # tracking is extra: its failure never costs the trial
-                _say(f"trial {label}: callbacks (tracking) not set up: {one_line(str(e), 300)}")
+                _say(f"trial {label}: callbacks (tracking) not set up: {one_line(e, 300)}")
         result = (self.train_fn or train)(config, callbacks + extra, resume=True)
 
         if beat.lost.is_set() or self.queue.state(claim.trial_id) != "RUNNING":
@@ -482,7 +482,7 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _masked_traceback() -> str:
-    from wno.utils import mask_secrets
+    from wno.base.utils import mask_secrets
 
     return mask_secrets(traceback.format_exc()).rstrip()
 

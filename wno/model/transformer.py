@@ -1,0 +1,116 @@
+"""The Wavelet Transformer: wavelet tokens -> scale-aware encodings -> W-MSA blocks -> classes.
+
+    image (B, C, H, W)
+      -> WaveletTransform2d (float32, ptwt)          multi-level coefficients
+      -> WaveletTokenizer                             tokens (B, N, D) + metadata per token
+      -> + ScaleAwarePositionalEncoding               PE_scale + PE_orient + PE_spatial
+      -> depth x WMSABlock, kernel bias built once     (B, N, D)
+      -> LayerNorm, mean over tokens, Linear          logits (B, num_classes)
+
+Example:
+    >>> model = WaveletTransformer(embed_dim=96, depth=4, num_heads=3, n_levels=3)
+    >>> features, meta = model.forward_features(torch.randn(2, 3, 32, 32))
+    >>> features.shape, len(meta)
+    (torch.Size([2, 1329, 96]), 1329)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from wno.base.datasets import DATASETS
+from wno.model.attention_kernel import WaveletAttentionKernel
+from wno.model.attention_paths import KernelAttention
+from wno.model.positional_encoding import ScaleAwarePositionalEncoding
+from wno.model.tokenization import TokenMeta, WaveletTokenizer
+from wno.model.wavelets_2d import WaveletTransform2d
+from wno.model.wmsa import WMSABlock
+
+
+class WaveletTransformer(nn.Module):
+    """Image classifier over multi-scale wavelet tokens with Wavelet Multi-Scale Attention."""
+
+    def __init__(self, image_size: int = 32, in_channels: int = 3, num_classes: int = 10,
+                 embed_dim: int = 96, depth: int = 4, num_heads: int = 3, n_levels: int = 3,
+                 wavelet: str = "haar", use_kernel: bool = True, mode: str = "boundary",
+                 mlp_ratio: float = 4.0, drop_path: float = 0.1, dropout: float = 0.0,
+                 token_layout: str = "seed", token_patch: int = 2, kernel_radius: float = 0.25,
+                 kernel_scale_bandwidth: int = 1, attention: str = "auto"):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} does not divide embed_dim={embed_dim}")
+        self.transform = WaveletTransform2d(wavelet, n_levels, mode, image_size)
+        self.tokenizer = WaveletTokenizer(in_channels, embed_dim, self.transform.band_sizes(),
+                                          layout=token_layout, patch=token_patch)
+        meta = self.tokenizer.meta
+        self.pos_encoding = ScaleAwarePositionalEncoding(embed_dim, n_levels, meta,
+                                                         resolution=float(image_size))
+        self.kernel_attention = (
+            KernelAttention(WaveletAttentionKernel(meta, n_levels, kernel_radius,
+                                                   kernel_scale_bandwidth), attention)
+            if use_kernel else None)
+        rates = torch.linspace(0, drop_path, depth).tolist()  # stochastic depth ramps with depth
+        self.blocks = nn.ModuleList(
+            WMSABlock(embed_dim, num_heads, mlp_ratio, dropout, r) for r in rates)
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.apply(_init_weights)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.tokenizer.num_tokens
+
+    @property
+    def meta(self) -> TokenMeta:
+        return self.tokenizer.meta
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, TokenMeta]:
+        """(B, C, H, W) images -> ((B, N, D) token features, per-token metadata)."""
+        tokens = self.tokenizer(self.transform(x))  # (B, N, D)
+        tokens = tokens + self.pos_encoding()
+        bias = self.kernel_attention.build(x.device) if self.kernel_attention else None
+        for block in self.blocks:
+            tokens = block(tokens, bias)
+        return self.norm(tokens), self.meta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, _ = self.forward_features(x)
+        return self.head(features.mean(dim=1))  # (B, num_classes)
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def build_model(config) -> nn.Module:
+    """The model a `TrainConfig` describes: a WaveletTransformer or its ViT twin.
+
+    >>> from wno.training.config import TrainConfig
+    >>> build_model(TrainConfig(model="vit", model_size="micro"))   # doctest: +ELLIPSIS
+    VisionTransformer(...)
+    """
+    config.validate()
+    data = DATASETS[config.dataset]
+    dim, depth, heads = config.model_dims()
+    if config.model == "vit":
+        from wno.model.vit import build_vit
+
+        return build_vit(image_size=data.image_size, in_channels=data.in_channels,
+                         num_classes=data.num_classes, embed_dim=dim, depth=depth,
+                         num_heads=heads, patch_size=config.patch_size,
+                         mlp_ratio=config.mlp_ratio, dropout=config.dropout)
+    return WaveletTransformer(
+        image_size=data.image_size, in_channels=data.in_channels, num_classes=data.num_classes,
+        embed_dim=dim, depth=depth, num_heads=heads, n_levels=config.n_levels,
+        wavelet=config.wavelet, use_kernel=config.use_kernel, mode=config.mode,
+        mlp_ratio=config.mlp_ratio, drop_path=config.drop_path, dropout=config.dropout,
+        token_layout=config.token_layout, token_patch=config.token_patch,
+        kernel_radius=config.kernel_radius, kernel_scale_bandwidth=config.kernel_scale_bandwidth,
+        attention=config.attention)

@@ -1,0 +1,89 @@
+"""Wavelet Multi-Scale Attention (W-MSA) and the transformer block built on it.
+
+With the kernel off, attention is plain `scaled_dot_product_attention` (its fastest path). With the
+kernel on, the per-forward `KernelAttentionBias` (see `wno.model.attention_paths`) applies
+softmax(QK^T / sqrt(d) + log K) on the dense, block-sparse or FlexAttention path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from wno.model.attention_paths import KernelAttentionBias
+
+
+class WaveletMultiScaleAttention(nn.Module):
+    """Multi-head self-attention over wavelet tokens, optionally shaped by the kernel."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} does not divide embed_dim={dim}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop, self.proj_drop = attn_drop, nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, bias: KernelAttentionBias | None = None) -> torch.Tensor:
+        B, N, D = x.shape  # (B, N, D)
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, H, N, dh)
+        p = self.attn_drop if self.training else 0.0
+        if bias is None:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        else:
+            out = bias.attend(q, k, v, dropout_p=p)
+        out = out.transpose(1, 2).reshape(B, N, D)  # (B, N, D)
+        return self.proj_drop(self.proj(out))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample: drop the residual branch of a whole image with probability p
+    and scale the kept ones by 1 / (1 - p). The same computation and random draws as
+    torchvision's `StochasticDepth(p, "row")`, without importing torchvision.ops (2.6 s of every
+    start: it pulls in torch._dynamo)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        noise = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1)
+        if keep > 0.0:
+            noise.div_(keep)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+
+
+class WMSABlock(nn.Module):
+    """Pre-norm block: x + DropPath(W-MSA(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop: float = 0.0,
+                 drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WaveletMultiScaleAttention(dim, num_heads, attn_drop=drop, proj_drop=drop)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.drop_path = DropPath(drop_path)  # per sample, as in ViT
+
+    def forward(self, x: torch.Tensor, bias: KernelAttentionBias | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), bias))
+        return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -1,0 +1,323 @@
+"""`TrainConfig`: one dataclass holding every knob of a training run, passed whole.
+
+A configuration is a flat record of scalars, so it round-trips through a dict (MLflow params,
+Optuna user attrs), through YAML, and has a stable hash: the identity of a configuration. Fields
+that describe the machine a run happens on (device, data directory, checkpoint directory) are not
+part of that identity, so one study runs unchanged on any machine.
+
+Example:
+    >>> cfg = TrainConfig(model_size="micro", epochs=2, wavelet="db2", n_levels=2).validate()
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wno.base.datasets import DATASETS
+from wno.base.sizes import MODEL_SIZES
+from wno.base.variants import AUGMENTATIONS, MODELS, PRECISIONS, TOKEN_LAYOUTS
+from wno.base.variants import ATTENTION_PATHS as _PATHS
+
+ATTENTION_PATHS = ("auto", *_PATHS)  # auto: chosen per device (wno.model.attention_paths)
+
+_MACHINE = {"machine": True}
+# Fields each model kind does not read (see TrainConfig.canonical).
+_IGNORED_BY = {
+    "vit": ("wavelet", "n_levels", "mode", "token_layout", "token_patch", "use_kernel",
+            "kernel_radius", "kernel_scale_bandwidth", "attention"),
+    "wavelet": ("patch_size",),
+}
+# Fields a W-MSA model reads only with the kernel on.
+_KERNEL_ONLY = ("kernel_radius", "kernel_scale_bandwidth", "attention")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; `problems` lists every reason, each naming its field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(self.problems))
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of one training run. `None` on a model dimension means "from `model_size`"."""
+
+    # --- model -------------------------------------------------------------------------------
+    model: str = "wavelet"  # "wavelet" (W-MSA Wavelet Transformer) or "vit" (baseline)
+    model_size: str = "tiny"  # a key of MODEL_SIZES (wno.base.sizes)
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.1  # stochastic depth rate of the last block (linear ramp)
+    dropout: float = 0.0
+    # --- wavelet front end (model="wavelet") ---------------------------------------------------
+    wavelet: str = "haar"
+    n_levels: int = 3
+    mode: str = "boundary"  # boundary (exact halving) or a ptwt padding mode
+    token_layout: str = "seed"  # seed: a token per coefficient; patch / pool: p x p windows
+    token_patch: int = 2  # p of the patch and pool layouts (read by those two only)
+    # --- attention kernel (model="wavelet") ----------------------------------------------------
+    use_kernel: bool = True
+    kernel_radius: float = 0.25  # spatial support, in scale-normalised coordinates [0, 1]
+    kernel_scale_bandwidth: int = 1  # largest |level - level'| that may attend
+    attention: str = "auto"  # auto | dense | fused | sparse | flex (see wno.model.attention_paths)
+    # --- ViT baseline (model="vit") ------------------------------------------------------------
+    patch_size: int = 4
+    # --- data ----------------------------------------------------------------------------------
+    dataset: str = "cifar10"  # a key of DATASETS (wno.base.datasets)
+    train_size: int | None = None  # subset of the training split (None: all of it)
+    val_size: int = 5000  # held out of the training set, stratified, for selection and pruning
+    test_size: int | None = None  # subset of the test set (None: all of it)
+    augment: str = "standard"  # none | standard (crop + flip) | randaugment
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # --- optimisation --------------------------------------------------------------------------
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    # --- run -----------------------------------------------------------------------------------
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    compile: bool = False
+    # --- machine: where a run happens, not what it is (excluded from the hash) -----------------
+    device: str = field(default="auto", metadata=_MACHINE)
+    data_dir: str = field(default="data", metadata=_MACHINE)
+    save_dir: str = field(default="checkpoints", metadata=_MACHINE)
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def field_type(cls, name: str) -> type:
+        """The scalar type of field `name` (int, float, str or bool), optional or not."""
+        return _TYPES[cls.__annotations__[name].replace("| None", "").strip()]
+
+    @classmethod
+    def machine_fields(cls) -> set[str]:
+        return {f.name for f in fields(cls) if f.metadata.get("machine")}
+
+    def to_dict(self, *, machine: bool = True) -> dict[str, Any]:
+        """Flat dict of every field (without the machine fields when `machine=False`)."""
+        d = dataclasses.asdict(self)
+        if not machine:
+            for name in self.machine_fields():
+                d.pop(name)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a flat dict, converting types; unknown keys are an error, not ignored."""
+        unknown = sorted(set(data) - set(cls.field_names()))
+        problems = [f"unknown field {k!r}{_suggest(k, cls.field_names())}" for k in unknown]
+        kwargs = {}
+        for f in fields(cls):
+            if f.name in data:
+                value, err = _coerce(f.name, data[f.name], f.type)
+                if err:
+                    problems.append(err)
+                kwargs[f.name] = value
+        if problems:
+            raise ConfigError(problems)
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError([f"config file {str(path)!r} does not exist"]) from None
+        except yaml.YAMLError as e:
+            raise ConfigError([f"config file {str(path)!r} is not valid YAML: {e}"]) from None
+        if not isinstance(data, dict):
+            raise ConfigError([f"config file {str(path)!r} must hold a mapping of field: value"])
+        return cls.from_dict(data)
+
+    def canonical(self) -> TrainConfig:
+        """The same run with the fields its model kind ignores reset to their defaults, and values
+        that build the same model written one way.
+
+        A ViT does not read `wavelet` or `use_kernel`; without this, two identical ViT runs could
+        carry different hashes and a study would train the same baseline twice. Likewise the seed
+        token layout ignores `token_patch`, and 1 x 1 patches or pools are the seed layout.
+
+        >>> TrainConfig(token_layout="pool", token_patch=1).canonical().token_layout
+        'seed'
+        """
+        ignored = _IGNORED_BY.get(self.model, ())
+        if self.model == "wavelet" and not self.use_kernel:
+            ignored += _KERNEL_ONLY
+        same = self
+        if self.model == "wavelet" and self.token_patch == 1:  # 1 x 1 patches or pools: seed
+            same = dataclasses.replace(self, token_layout="seed")
+        if same.token_layout == "seed":
+            ignored += ("token_patch",)
+        defaults = TrainConfig()
+        return dataclasses.replace(same, **{n: getattr(defaults, n) for n in ignored})
+
+    def config_hash(self, canonical: bool = True) -> str:
+        """Stable identity of the configuration (machine fields excluded), 12 hex digits.
+
+        `canonical=False` hashes the fields as they are: the hash a trial was enqueued with by a
+        version whose `canonical()` merged less (the worker accepts either).
+        """
+        config = self.canonical() if canonical else self
+        blob = json.dumps(config.to_dict(machine=False), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    # ------------------------------------------------------------------------------------------
+    def model_dims(self) -> tuple[int, int, int]:
+        """(embed_dim, depth, num_heads) after applying overrides to the named size."""
+        size = MODEL_SIZES[self.model_size]
+        return (
+            self.embed_dim if self.embed_dim is not None else size.embed_dim,
+            self.depth if self.depth is not None else size.depth,
+            self.num_heads if self.num_heads is not None else size.num_heads,
+        )
+
+    def problems(self) -> list[str]:
+        """Every reason this configuration cannot run (empty when it can)."""
+        from wno.base.wavelet_levels import check_wavelet_levels  # PyWavelets: only when asked
+
+        p: list[str] = []
+        _choice(p, "model", self.model, MODELS)
+        _choice(p, "model_size", self.model_size, tuple(MODEL_SIZES))
+        _choice(p, "token_layout", self.token_layout, TOKEN_LAYOUTS)
+        _choice(p, "attention", self.attention, ATTENTION_PATHS)
+        _choice(p, "augment", self.augment, AUGMENTATIONS)
+        _choice(p, "precision", self.precision, PRECISIONS)
+        _choice(p, "dataset", self.dataset, tuple(DATASETS))
+        for name in ("epochs", "batch_size", "n_levels", "token_patch", "patch_size", "val_size"):
+            if getattr(self, name) < (0 if name == "val_size" else 1):
+                p.append(f"{name}={getattr(self, name)} must be >= {0 if name == 'val_size' else 1}")
+        for name in ("embed_dim", "depth", "num_heads", "train_size", "test_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                p.append(f"{name}={v} must be >= 1 (or unset)")
+        for name in ("lr", "min_lr", "weight_decay", "warmup_epochs", "label_smoothing",
+                     "grad_clip", "mixup_alpha", "cutmix_alpha", "drop_path", "dropout"):
+            if getattr(self, name) < 0:
+                p.append(f"{name}={getattr(self, name)} must be >= 0")
+        if self.min_lr > self.lr:
+            p.append(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
+        for name in ("drop_path", "dropout", "label_smoothing"):
+            if getattr(self, name) >= 1:
+                p.append(f"{name}={getattr(self, name)} must be < 1")
+        if not 0 < self.kernel_radius <= 2:
+            p.append(f"kernel_radius={self.kernel_radius} must be in (0, 2] (positions lie in [0, 1])")
+        if self.kernel_scale_bandwidth < 0:
+            p.append(f"kernel_scale_bandwidth={self.kernel_scale_bandwidth} must be >= 0")
+        if self.model_size in MODEL_SIZES and not p:
+            dim, depth, heads = self.model_dims()
+            if dim % heads:
+                p.append(f"num_heads={heads} does not divide embed_dim={dim}; "
+                         f"allowed head counts for {dim}: {_divisors(dim)}")
+        if self.model == "wavelet" and not p:
+            image_size = DATASETS[self.dataset].image_size
+            err = check_wavelet_levels(self.wavelet, self.n_levels, self.mode, image_size)
+            if err:
+                p.append(err)
+        if self.dataset in DATASETS:
+            _check_split_sizes(p, self, DATASETS[self.dataset])
+        if self.model == "vit" and self.dataset in DATASETS:
+            image_size = DATASETS[self.dataset].image_size
+            if image_size % self.patch_size:
+                p.append(f"patch_size={self.patch_size} does not divide the image size {image_size}")
+        return p
+
+    def validate(self) -> TrainConfig:
+        """Raise `ConfigError` listing every problem; return self when the config can run."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+def _check_split_sizes(problems: list[str], cfg: TrainConfig, data) -> None:
+    """The validation hold-out and the subsets must fit in the data set's splits."""
+    if cfg.val_size >= data.train_images:
+        problems.append(f"val_size={cfg.val_size} must be smaller than {data.name}'s "
+                        f"{data.train_images:,} training images (e.g. val_size="
+                        f"{data.train_images // 5}: --val-size {data.train_images // 5})")
+    elif cfg.train_size is not None and cfg.train_size > data.train_images - cfg.val_size:
+        problems.append(f"train_size={cfg.train_size} is larger than the "
+                        f"{data.train_images - cfg.val_size:,} training images left after "
+                        f"holding out val_size={cfg.val_size}")
+    if cfg.test_size is not None and cfg.test_size > data.test_images:
+        problems.append(f"test_size={cfg.test_size} is larger than {data.name}'s "
+                        f"{data.test_images:,} test images")
+
+
+def _choice(problems: list[str], name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        problems.append(f"{name}={value!r} is not one of {', '.join(map(str, allowed))}"
+                        f"{_suggest(str(value), [str(a) for a in allowed])}")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, min(n, 32) + 1) if n % d == 0]
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _coerce(name: str, value: Any, annotation: str) -> tuple[Any, str | None]:
+    """Convert `value` to the field's type; return (value, error message or None)."""
+    optional = "None" in annotation
+    base = annotation.replace("| None", "").strip()
+    if value is None:
+        return None, None if optional else f"{name} may not be empty (expected {base})"
+    kind = _TYPES[base]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value, None
+        if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "yes", "no"):
+            return value.lower() in ("true", "on", "yes"), None
+        return value, f"{name}={value!r} must be true or false"
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            return value, f"{name}={value!r} must be an integer"
+        try:
+            return int(value), None
+        except (TypeError, ValueError):
+            return value, f"{name}={value!r} must be an integer"
+    if kind is float:
+        if isinstance(value, bool):
+            return value, f"{name}={value!r} must be a number"
+        try:
+            return float(value), None
+        except (TypeError, ValueError):
+            return value, f"{name}={value!r} must be a number"
+    if not isinstance(value, str):
+        return value, f"{name}={value!r} must be a string"
+    return value, None

@@ -1,0 +1,136 @@
+"""What a model costs: parameters, tokens, FLOPs per image, throughput.
+
+FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` for everything except attention,
+which is counted analytically: FlopCounterMode prices CPU `scaled_dot_product_attention` at zero
+(and a masked call at the full dense cost), so its numbers would be wrong either way. Attention
+costs 4 * D FLOPs per (query, key) pair per layer (QK^T and AV, 2 FLOPs per multiply-add); with the
+kernel on, only the pairs in the kernel's support are counted, which is what a sparse path
+executes. A training step is counted as 3x the forward (forward + backward).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+_SDPA_OPS = ("_scaled_dot_product", "scaled_dot_product")
+
+
+@dataclass
+class ModelCost:
+    params: int
+    flops: int  # forward FLOPs per image, attention included
+    tokens: int
+    attention_pairs: int  # (query, key) pairs per layer that attention computes
+    train_flops: int  # FLOPs of one training step per image (3x forward)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _attention_layout(model: nn.Module) -> tuple[int, int, int]:
+    """(tokens, attention pairs per layer, attention layers x width) of a W-MSA model or a ViT."""
+    from wno.model import WaveletTransformer
+
+    if isinstance(model, WaveletTransformer):
+        n = model.num_tokens
+        ka = model.kernel_attention
+        pairs = int(ka.kernel.support().sum()) if ka is not None else n * n
+        dim = model.head.in_features
+        return n, pairs, len(model.blocks) * dim
+    from torchvision.models.vision_transformer import VisionTransformer  # 2.6 s: only for a ViT
+
+    if isinstance(model, VisionTransformer):
+        n = model.seq_length
+        return n, n * n, len(model.encoder.layers) * model.hidden_dim
+    raise TypeError(f"cannot measure attention of {type(model).__name__}")
+
+
+def attention_flops_per_pair(model: nn.Module) -> int:
+    """Forward FLOPs one (query, key) pair costs over all of `model`'s attention layers."""
+    return _pair_flops(_attention_layout(model)[2])
+
+
+def _pair_flops(layers_x_dim: int) -> int:
+    return 4 * layers_x_dim  # q.k and p.v: a multiply-add per channel each, in every layer
+
+
+def model_cost(model: nn.Module, config=None, image_size: int = 32, in_channels: int = 3) -> ModelCost:
+    """Parameters, tokens and FLOPs per image of `model` (a W-MSA model or a ViT).
+
+    >>> from wno.model import WaveletTransformer
+    >>> cost = model_cost(WaveletTransformer(embed_dim=64, depth=2, num_heads=2))
+    >>> cost.tokens
+    1329
+    """
+    if config is not None:
+        from wno.base.datasets import DATASETS
+
+        info = DATASETS[config.dataset]
+        image_size, in_channels = info.image_size, info.in_channels
+    tokens, pairs, layers_x_dim = _attention_layout(model)
+    device = next(model.parameters()).device
+    x = torch.zeros(1, in_channels, image_size, image_size, device=device)
+    was_training = model.training
+    model.eval()
+    # The dense path keeps attention inside one SDPA call, which we drop and count ourselves.
+    ka = getattr(model, "kernel_attention", None)
+    saved_path = ka.path if ka is not None else None
+    if ka is not None:
+        ka.path = "dense"
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        if ka is not None:
+            ka.path = saved_path
+        model.train(was_training)
+    other = sum(count for op, count in counter.get_flop_counts()["Global"].items()
+                if not any(s in str(op) for s in _SDPA_OPS))
+    flops = int(other + _pair_flops(layers_x_dim) * pairs)
+    return ModelCost(count_params(model), flops, tokens, pairs, 3 * flops)
+
+
+def throughput(model: nn.Module, batch_size: int = 32, image_size: int = 32, in_channels: int = 3,
+               num_classes: int = 10, train: bool = True, steps: int = 5, warmup: int = 2,
+               device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None) -> float:
+    """Images per second of inference (`train=False`) or training steps (`train=True`)."""
+    device = torch.device(device)
+    model = model.to(device).train(train)
+    x = torch.randn(batch_size, in_channels, image_size, image_size, device=device)
+    y = torch.randint(0, num_classes, (batch_size,), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4) if train else None
+
+    def step():
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                            enabled=autocast_dtype is not None):
+            if train:
+                loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            else:
+                with torch.no_grad():
+                    model(x)
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
