@@ -22,11 +22,51 @@ def test_compare_reports_three_models_and_draws_the_kernel(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout[result.stdout.index("{"):])
     on, off, vit = data["rows"]
-    assert (on["tokens"], off["tokens"], vit["tokens"]) == (1329, 1329, 65)
+    assert (on["tokens"], off["tokens"], vit["tokens"]) == (1329, 1329, 64)
     assert on["attention_pairs"] < 0.2 * off["attention_pairs"]
     assert on["flops"] < off["flops"]
+    # counted (the kernel's support) and executed (what this device's path computes) differ
+    assert on["flops"] < on["executed_flops"] and off["flops"] == off["executed_flops"]
+    assert on["path"] in ("fused", "sparse") and off["path"] == vit["path"] == "sdpa"
     assert on["params"] - off["params"] == 18  # the kernel's parameters
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_compare_draws_what_a_trained_checkpoints_tokens_carry(tmp_path):
+    """The original description's feature visualization: a trained W-MSA checkpoint's feature
+    norms per scale and orientation and its attention, beside its learned kernel."""
+    from wno.training import TrainConfig, train
+
+    cfg = TrainConfig(model_size="micro", wavelet="haar", token_layout="patch", token_patch=4,
+                      dataset="synthetic", train_size=64, val_size=32, test_size=32, epochs=1,
+                      batch_size=32, warmup_epochs=0, save_dir=str(tmp_path / "run"))
+    train(cfg)
+    plot = tmp_path / "figs" / "kernel.png"
+    result = runner.invoke(app, ["compare", "--checkpoint", str(tmp_path / "run" / "last.pt"),
+                                 "--steps", "0", "--json", "--plot", str(plot), "--image", "5"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout[result.stdout.index("{"):])
+    features = Path(data["features"])
+    assert features == plot.with_name("features.png") and plot.is_file()
+    assert features.read_bytes()[:4] == b"\x89PNG" and features.stat().st_size > 20_000
+    assert data["rows"][0]["config"]["token_patch"] == 4  # the checkpoint's configuration
+    # The token maps themselves: one value per token, attention a distribution over tokens.
+    from wno.training.compare import load_trained, test_image, token_maps
+
+    model, config = load_trained(tmp_path / "run" / "last.pt")
+    maps = token_maps(model, test_image(config, 5)[0])
+    assert maps["norm"].shape == maps["attention"].shape == (model.num_tokens,)
+    assert float(maps["attention"].sum()) == pytest.approx(1.0, abs=1e-5)
+    assert float(maps["attention"][maps["query"]]) > 0  # the kernel keeps a token's own pair
+    # a ViT checkpoint, or a missing one, is a clear refusal
+    vit = cfg.replace(model="vit", save_dir=str(tmp_path / "vit"))
+    train(vit)
+    refused = runner.invoke(app, ["compare", "--checkpoint", str(tmp_path / "vit" / "last.pt"),
+                                  "--steps", "0", "--no-plot"])
+    assert refused.exit_code == 2 and "holds a vit model" in refused.output
+    missing = runner.invoke(app, ["compare", "--checkpoint", str(tmp_path / "none.pt")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
 def test_compare_measures_throughput_in_a_table():

@@ -13,7 +13,7 @@ WAVELETS = ["haar", "db2", "db4", "sym4", "coif2"]
 
 def _cases():
     for w in WAVELETS:
-        for mode in ("boundary", "reflect", "periodic"):
+        for mode in ("boundary", "periodization", "reflect", "periodic"):
             for levels in range(1, max_levels(w, mode, 32) + 1):
                 yield w, mode, levels
 
@@ -52,6 +52,38 @@ def test_haar_equals_pywavelets_periodization():
     for j in range(3):
         for ours_band, ref_band in zip(ours.details[j], ref[3 - j]):
             np.testing.assert_allclose(ours_band.numpy(), ref_band, atol=1e-5)
+
+
+@pytest.mark.parametrize("wavelet,levels", [("db4", 3), ("db4", 4), ("sym4", 4), ("coif2", 3),
+                                            ("coif2", 4), ("coif5", 5), ("haar", 5), ("db8", 2)])
+def test_periodization_equals_pywavelets_at_every_depth(wavelet, levels):
+    """The periodized transform is PyWavelets' mode='periodization', band by band, including the
+    depths boundary wavelets cannot reach (coif2 at 3 levels, db4 and sym4 at 4, down to 1x1)."""
+    import warnings
+
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    wt = WaveletTransform2d(wavelet, levels, "periodization")
+    ours = wt(x.float())
+    with warnings.catch_warnings():  # "all coefficients will experience boundary effects"
+        warnings.simplefilter("ignore", UserWarning)
+        ref = pywt.wavedec2(x.numpy(), wavelet, mode="periodization", level=levels, axes=(-2, -1))
+    np.testing.assert_allclose(ours.approx[-1].double().numpy(), ref[0], atol=2e-5)
+    for j in range(levels):
+        for ours_band, ref_band in zip(ours.details[j], ref[levels - j], strict=True):
+            np.testing.assert_allclose(ours_band.double().numpy(), ref_band, atol=2e-5)
+    assert [a.shape[-1] for a in ours.approx] == [32 >> (j + 1) for j in range(levels)]
+    inp = torch.randn(1, 3, 32, 32, requires_grad=True)
+    wt(inp).approx[-1].sum().backward()  # differentiable: training backpropagates through it
+    assert inp.grad is not None and inp.grad.abs().sum() > 0
+
+
+def test_periodization_reaches_what_boundary_cannot_and_the_message_says_so():
+    assert max_levels("coif2", "boundary", 32) == 2 and max_levels("coif2", "periodization", 32) == 5
+    assert max_levels("db4", "periodization", 32) == 5 and max_levels("db4", "periodization", 24) == 3
+    err = check_wavelet_levels("coif2", 3, "boundary", 32)
+    assert "at most 2 level" in err and "mode 'periodization'" in err
+    assert check_wavelet_levels("coif2", 3, "periodization", 32) is None
+    assert "not orthogonal" in check_wavelet_levels("bior2.2", 2, "periodization", 32)
 
 
 @pytest.mark.parametrize("mode", PAD_MODES)

@@ -10,11 +10,13 @@ def register(app: typer.Typer) -> None:
 
 
 def doctor_command(
-    data_dir: str = typer.Option(None, help="Data folder to check [default: $WNO_DATA_DIR or ./data]."),
-    storage: str = typer.Option(None, help="Study storage URL [default: $WNO_STORAGE or the local "
-                                "SQLite file]."),
-    tracking_uri: str = typer.Option(None, help="MLflow tracking URI [default: "
-                                     "$MLFLOW_TRACKING_URI or the local store]."),
+    data_dir: str = typer.Option(None, help="Data folder to check.",
+                                 show_default="$WNO_DATA_DIR or ./data"),
+    storage: str = typer.Option(None, help="Study storage URL.",
+                                show_default="$WNO_STORAGE or sqlite:///wno-runs/optuna.db"),
+    tracking_uri: str = typer.Option(None, help="MLflow tracking URI.",
+                                     show_default="$MLFLOW_TRACKING_URI or "
+                                     "sqlite:///wno-runs/mlflow.db"),
     quick: bool = typer.Option(False, help="Skip the model and data checks (for health checks)."),
     no_data: bool = typer.Option(False, "--no-data", help="Skip the data set check."),
 ) -> None:

@@ -15,12 +15,16 @@ from typing import Any
 
 import typer
 
-from wno.cli.common import Unavailable, UserError, user_errors
 from wno.base.sizes import MODEL_SIZES
-from wno.training import Callback
+from wno.base.wavelet_levels import MODES
+from wno.cli.common import Unavailable, UserError, user_errors
+from wno.training import Callback, TrainConfig
+from wno.training.config import REGULARISATION
 
 # Flags that only a wavelet model reads: asking for them with --model vit is an error, not a no-op.
-WAVELET_ONLY = ("wavelet", "n_levels", "use_kernel")
+WAVELET_ONLY = ("wavelet", "n_levels", "use_kernel", "mode")
+D = TrainConfig()  # the defaults every flag shows: the original description's argument table
+BEYOND = "On by default, beyond the original description's recipe."
 
 
 def register(app: typer.Typer) -> None:
@@ -28,51 +32,73 @@ def register(app: typer.Typer) -> None:
 
 
 def train_command(
+    ctx: typer.Context,
     config_file: Path = typer.Option(None, "--config", help="YAML file of TrainConfig fields; "
                                      "flags given explicitly override it."),
-    model: str = typer.Option(None, help="wavelet (W-MSA Wavelet Transformer) or vit (baseline)."),
-    model_size: str = typer.Option(None, help=f"One of {', '.join(MODEL_SIZES)}."),
-    epochs: int = typer.Option(None, help="Training epochs [default: 10]."),
-    batch_size: int = typer.Option(None, help="Batch size [default: 128]."),
-    lr: float = typer.Option(None, help="Peak learning rate (AdamW) [default: 1e-3]."),
-    weight_decay: float = typer.Option(None, help="AdamW weight decay [default: 0.05]."),
-    warmup_epochs: float = typer.Option(None, help="Linear warmup, in epochs [default: 1]."),
-    wavelet: str = typer.Option(None, help="Wavelet of the tokenizer (haar, db2, db4, sym4, ...)."),
-    n_levels: int = typer.Option(None, help="Wavelet decomposition levels [default: 3]."),
-    use_kernel: bool = typer.Option(None, "--use-kernel/--no-use-kernel",
-                                    help="W-MSA's scale/orientation/space kernel [default: on]."),
-    save_dir: str = typer.Option(None, help="Checkpoint folder [default: "
-                                 "checkpoints/<model>-<size>-<config hash>]."),
-    data_dir: str = typer.Option(None, help="Data folder [default: $WNO_DATA_DIR or ./data]."),
-    seed: int = typer.Option(None, help="Random seed [default: 0]."),
-    device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N [default: auto]."),
+    model: str = typer.Option(D.model, help="wavelet (W-MSA Wavelet Transformer) or vit (its "
+                              "ViT twin: the same blocks over 4x4 patches)."),
+    model_size: str = typer.Option(D.model_size, help=f"One of {', '.join(MODEL_SIZES)}."),
+    epochs: int = typer.Option(D.epochs, help="Training epochs."),
+    batch_size: int = typer.Option(D.batch_size, help="Batch size."),
+    lr: float = typer.Option(D.lr, help="Peak learning rate (AdamW)."),
+    weight_decay: float = typer.Option(D.weight_decay, help="AdamW weight decay."),
+    warmup_epochs: float = typer.Option(D.warmup_epochs, help="Linear warmup, in epochs (counted "
+                                        "in steps), then cosine decay to min_lr."),
+    wavelet: str = typer.Option(D.wavelet, help="Wavelet of the tokenizer (haar, db2, db4, sym4, "
+                                "coif2, ...)."),
+    n_levels: int = typer.Option(D.n_levels, help="Wavelet decomposition levels."),
+    mode: str = typer.Option(D.mode, help=f"Wavelet boundary handling: {', '.join(MODES)}. "
+                             "boundary and periodization halve exactly; periodization reaches "
+                             "every depth (coif2 at 3 levels, db4 at 4)."),
+    use_kernel: bool = typer.Option(D.use_kernel, "--use-kernel/--no-use-kernel",
+                                    help="W-MSA's scale/orientation/space kernel."),
+    label_smoothing: float = typer.Option(D.label_smoothing, help=f"Label smoothing. {BEYOND}"),
+    grad_clip: float = typer.Option(D.grad_clip, help=f"Clip the global gradient norm (0: off). "
+                                    f"{BEYOND}"),
+    drop_path: float = typer.Option(D.drop_path, help=f"Stochastic depth of the last block, "
+                                    f"ramped from 0 (W-MSA and ViT alike). {BEYOND}"),
+    save_dir: str = typer.Option(None, help="Checkpoint folder.",
+                                 show_default="checkpoints/<model>-<size>-<config hash>"),
+    data_dir: str = typer.Option(None, help="Data folder.", show_default="$WNO_DATA_DIR or ./data"),
+    seed: int = typer.Option(D.seed, help="Random seed."),
+    device: str = typer.Option(D.device, help="auto, cpu, cuda or cuda:N."),
     resume: bool = typer.Option(True, "--resume/--no-resume",
                                 help="Continue from save_dir/last.pt when it holds this configuration; "
                                 "--no-resume starts afresh over it. A checkpoint of another "
                                 "configuration is never overwritten."),
-    dataset: str = typer.Option(None, help="cifar10 or synthetic [default: cifar10]."),
-    train_size: int = typer.Option(None, help="Train on a stratified subset of this many images."),
-    val_size: int = typer.Option(None, help="Validation images held out of the training set "
-                                 "[default: 5000]."),
-    test_size: int = typer.Option(None, help="Evaluate on a stratified subset of the test set."),
-    augment: str = typer.Option(None, help="none, standard (crop + flip) or randaugment."),
-    precision: str = typer.Option(None, help="auto (bf16 on CUDA), fp32 or bf16."),
-    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    dataset: str = typer.Option(D.dataset, help="cifar10 or synthetic."),
+    train_size: int = typer.Option(None, help="Train on a stratified subset of this many images.",
+                                   show_default="all"),
+    val_size: int = typer.Option(D.val_size, help="Validation images held out of the training set."),
+    test_size: int = typer.Option(None, help="Evaluate on a stratified subset of the test set.",
+                                  show_default="all"),
+    augment: str = typer.Option(D.augment, help="none, standard (crop + flip) or randaugment."),
+    precision: str = typer.Option(D.precision, help="auto (bf16 on CUDA), fp32 or bf16."),
+    compile: bool = typer.Option(D.compile, "--compile/--no-compile", help="torch.compile the model."),
     set_: list[str] = typer.Option(None, "--set", help="Any other TrainConfig field, as KEY=VALUE "
                                    "(repeatable), e.g. --set mixup_alpha=0.2."),
     track: bool = typer.Option(True, "--track/--no-track", help="Log the run to MLflow: params, "
                                "per-epoch metrics, artifacts (the same command again continues "
                                "the same MLflow run)."),
-    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI [default: "
-                                     "$MLFLOW_TRACKING_URI, else sqlite:///wno-runs/mlflow.db]."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI.",
+                                     show_default="$MLFLOW_TRACKING_URI, else "
+                                     "sqlite:///wno-runs/mlflow.db"),
 ) -> None:
-    """Train one configuration on CIFAR-10 (or the synthetic set); resumable, with checkpoints."""
-    flags = {k: v for k, v in dict(
+    """Train one configuration on CIFAR-10 (or the synthetic set); resumable, with checkpoints.
+
+    The defaults are the original description's (small, db4, 3 levels, 100 epochs, batch 128,
+    lr 1e-3, weight decay 0.05, warmup 5). Label smoothing, gradient clipping and stochastic depth
+    are on by default beyond it; the run's summary lists them.
+    """
+    values = dict(
         model=model, model_size=model_size, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, wavelet=wavelet, n_levels=n_levels,
-        use_kernel=use_kernel, save_dir=save_dir, data_dir=data_dir, seed=seed, device=device,
+        mode=mode, use_kernel=use_kernel, label_smoothing=label_smoothing, grad_clip=grad_clip,
+        drop_path=drop_path, save_dir=save_dir, data_dir=data_dir, seed=seed, device=device,
         dataset=dataset, train_size=train_size, val_size=val_size, test_size=test_size,
-        augment=augment, precision=precision, compile=compile).items() if v is not None}
+        augment=augment, precision=precision, compile=compile)
+    # Only what the command line says overrides --set and --config; a flag's default does not.
+    flags = {k: v for k, v in values.items() if _given(ctx, k)}
     with user_errors():
         config = build_config(config_file, flags, set_ or [])
         tracker = make_tracker(config, tracking_uri, resume) if track else None
@@ -88,9 +114,14 @@ def train_command(
         raise typer.Exit(130)
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (or through its environment variable)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str]):
     """The TrainConfig the command line asks for, validated (raises ConfigError/UserError)."""
-    from wno.training.config import TrainConfig
     from wno.platform import defaults
 
     base = TrainConfig.from_yaml(config_file).to_dict() if config_file else {}
@@ -156,6 +187,11 @@ def run(config, *, resume: bool = True, extra_callbacks: list[Callback] = ()):
 
 
 # ------------------------------------------------------------------------------------------------
+def regularisation(config) -> str:
+    """The regularisation beyond the original description, as it is set in `config`."""
+    return ", ".join(f"{name} {getattr(config, name)}" for name in REGULARISATION)
+
+
 def _fmt(x: float | None, pct: bool = False) -> str:
     if x is None or x != x:
         return "-"
@@ -183,6 +219,7 @@ class ConsoleProgress(Callback):
                            f"{info.test_images} test | device {info.device}")
         self.console.print(f"data: {info.data_source}  checkpoints: {info.checkpoint_dir}  "
                            f"config hash: {c.config_hash()}")
+        self.console.print(f"regularisation beyond the original description: {regularisation(c)}")
         if info.start_epoch:
             self.console.print(f"resuming after epoch {info.start_epoch}/{c.epochs}")
 
@@ -232,6 +269,7 @@ class ConsoleProgress(Callback):
                 ("final val acc", _fmt(r.final_val_acc, True)),
                 ("test acc", _fmt(r.test_acc, True) if r.test_acc is not None else "not evaluated"),
                 ("epochs", f"{r.epochs_completed}/{r.config.epochs}"),
+                ("regularisation", regularisation(r.config)),
                 ("params", f"{r.params:,}"), ("FLOPs/image", f"{r.flops:,}"),
                 ("throughput", f"{r.throughput:,.0f} img/s"), ("wall time", f"{r.wall_time:.1f}s"),
                 ("checkpoints", str(self.info.checkpoint_dir)),

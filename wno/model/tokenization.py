@@ -28,6 +28,7 @@ mean different things even with the same coefficient values.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -40,9 +41,19 @@ from wno.model.wavelets_2d import WaveletCoeffs
 N_ORIENT = 4
 
 
-@dataclass
-class TokenMeta:
-    """Per-token metadata, each a tensor of length N (pos: (N, 2))."""
+_META_KEYS = {"scales": "level", "orientations": "orient", "positions": "pos", "rows": "row",
+              "cols": "col"}
+
+
+@dataclass(frozen=True, eq=False)
+class TokenMeta(Mapping):
+    """Per-token metadata, each a tensor of length N (pos: (N, 2)).
+
+    Also a read-only mapping, as the original description has it ("a dict with scales,
+    orientations, positions"): ``meta["scales"]`` is ``meta.level``, ``meta["orientations"]``
+    ``meta.orient``, ``meta["positions"]`` ``meta.pos`` (plus ``"rows"`` and ``"cols"``).
+    ``len(meta)`` is therefore the number of keys; the number of tokens is ``meta.num_tokens``.
+    """
 
     level: torch.Tensor  # (N,) long, 1 = finest
     orient: torch.Tensor  # (N,) long, 0..3 = A, H, V, D
@@ -50,8 +61,20 @@ class TokenMeta:
     col: torch.Tensor  # (N,) long
     pos: torch.Tensor  # (N, 2) float, scale-normalised centre in [0, 1]^2
 
-    def __len__(self) -> int:
+    @property
+    def num_tokens(self) -> int:
         return self.level.numel()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in _META_KEYS:
+            raise KeyError(f"{key!r}; token metadata has {', '.join(map(repr, _META_KEYS))}")
+        return getattr(self, _META_KEYS[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_META_KEYS)
+
+    def __len__(self) -> int:
+        return len(_META_KEYS)
 
 
 def morton_order(h: int, w: int) -> torch.Tensor:
@@ -96,7 +119,7 @@ class WaveletTokenizer(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        return len(self.meta)
+        return self.level.numel()
 
     def _grid(self, h: int, w: int) -> tuple[int, int]:
         p = self.patch

@@ -7,11 +7,14 @@
       -> depth x WMSABlock, kernel bias built once     (B, N, D)
       -> LayerNorm, mean over tokens, Linear          logits (B, num_classes)
 
-Example:
-    >>> model = WaveletTransformer(embed_dim=96, depth=4, num_heads=3, n_levels=3)
-    >>> features, meta = model.forward_features(torch.randn(2, 3, 32, 32))
-    >>> features.shape, len(meta)
-    (torch.Size([2, 1329, 96]), 1329)
+The defaults are the original description's (small: 192 wide, 6 deep, 3 heads; db4, 3 levels):
+
+    >>> model = WaveletTransformer(image_size=(32, 32), in_channels=3, num_classes=10,
+    ...                            embed_dim=96, depth=4, num_heads=3, n_levels=3, wavelet="db4",
+    ...                            use_kernel=True)
+    >>> features, metadata = model.forward_features(torch.randn(2, 3, 32, 32))
+    >>> features.shape, metadata["scales"].shape
+    (torch.Size([2, 1329, 96]), torch.Size([1329]))
 """
 
 from __future__ import annotations
@@ -24,22 +27,25 @@ from wno.model.attention_kernel import WaveletAttentionKernel
 from wno.model.attention_paths import KernelAttention
 from wno.model.positional_encoding import ScaleAwarePositionalEncoding
 from wno.model.tokenization import TokenMeta, WaveletTokenizer
+from wno.model.vit import ViT
 from wno.model.wavelets_2d import WaveletTransform2d
-from wno.model.wmsa import WMSABlock
+from wno.model.wmsa import init_weights, make_blocks, square_size
 
 
 class WaveletTransformer(nn.Module):
     """Image classifier over multi-scale wavelet tokens with Wavelet Multi-Scale Attention."""
 
-    def __init__(self, image_size: int = 32, in_channels: int = 3, num_classes: int = 10,
-                 embed_dim: int = 96, depth: int = 4, num_heads: int = 3, n_levels: int = 3,
-                 wavelet: str = "haar", use_kernel: bool = True, mode: str = "boundary",
+    def __init__(self, image_size: int | tuple[int, int] = 32, in_channels: int = 3,
+                 num_classes: int = 10, embed_dim: int = 192, depth: int = 6, num_heads: int = 3,
+                 n_levels: int = 3, wavelet: str = "db4", use_kernel: bool = True,
+                 mode: str = "boundary",
                  mlp_ratio: float = 4.0, drop_path: float = 0.1, dropout: float = 0.0,
                  token_layout: str = "seed", token_patch: int = 2, kernel_radius: float = 0.25,
                  kernel_scale_bandwidth: int = 1, attention: str = "auto"):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"num_heads={num_heads} does not divide embed_dim={embed_dim}")
+        image_size = square_size(image_size)
         self.transform = WaveletTransform2d(wavelet, n_levels, mode, image_size)
         self.tokenizer = WaveletTokenizer(in_channels, embed_dim, self.transform.band_sizes(),
                                           layout=token_layout, patch=token_patch)
@@ -50,12 +56,10 @@ class WaveletTransformer(nn.Module):
             KernelAttention(WaveletAttentionKernel(meta, n_levels, kernel_radius,
                                                    kernel_scale_bandwidth), attention)
             if use_kernel else None)
-        rates = torch.linspace(0, drop_path, depth).tolist()  # stochastic depth ramps with depth
-        self.blocks = nn.ModuleList(
-            WMSABlock(embed_dim, num_heads, mlp_ratio, dropout, r) for r in rates)
+        self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, dropout, drop_path)
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     @property
     def num_tokens(self) -> int:
@@ -79,33 +83,21 @@ class WaveletTransformer(nn.Module):
         return self.head(features.mean(dim=1))  # (B, num_classes)
 
 
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-
-
 def build_model(config) -> nn.Module:
     """The model a `TrainConfig` describes: a WaveletTransformer or its ViT twin.
 
     >>> from wno.training.config import TrainConfig
-    >>> build_model(TrainConfig(model="vit", model_size="micro"))   # doctest: +ELLIPSIS
-    VisionTransformer(...)
+    >>> build_model(TrainConfig(model="vit", model_size="micro")).num_tokens
+    64
     """
     config.validate()
     data = DATASETS[config.dataset]
     dim, depth, heads = config.model_dims()
     if config.model == "vit":
-        from wno.model.vit import build_vit
-
-        return build_vit(image_size=data.image_size, in_channels=data.in_channels,
-                         num_classes=data.num_classes, embed_dim=dim, depth=depth,
-                         num_heads=heads, patch_size=config.patch_size,
-                         mlp_ratio=config.mlp_ratio, dropout=config.dropout)
+        return ViT(image_size=data.image_size, in_channels=data.in_channels,
+                   num_classes=data.num_classes, embed_dim=dim, depth=depth, num_heads=heads,
+                   patch_size=config.patch_size, mlp_ratio=config.mlp_ratio,
+                   drop_path=config.drop_path, dropout=config.dropout)
     return WaveletTransformer(
         image_size=data.image_size, in_channels=data.in_channels, num_classes=data.num_classes,
         embed_dim=dim, depth=depth, num_heads=heads, n_levels=config.n_levels,

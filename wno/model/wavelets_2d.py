@@ -1,13 +1,20 @@
 """Multi-level 2D discrete wavelet transform of batched multi-channel images, through ptwt.
 
-Two families of boundary handling:
+Three kinds of boundary handling:
 
 - ``boundary`` (default): ptwt's boundary-wavelet matrix transform (`MatrixWavedec2`). Every level
   halves the image exactly (32 -> 16 -> 8 -> 4) for every orthogonal wavelet, so the token count
   depends on the number of levels only, not on the filter length. The transform is orthogonal, so
   the inverse is the transpose. We take the per-level analysis matrices from ptwt once and apply
   them as two small dense matmuls per level (`A @ X @ A^T`): identical coefficients, no sparse
-  kernels in the training step.
+  kernels in the training step. No wrap-around, but a level needs a signal at least as long as
+  the filter: db4 and sym4 stop at 3 levels on 32x32, coif2 at 2.
+- ``periodization``: the image is extended periodically, so every level halves exactly for every
+  orthogonal wavelet, down to 1x1 (PyWavelets' ``mode='periodization'``; the tests check the
+  coefficients against it). The same matrix machinery: each level's matrix is the transform of the
+  unit vectors, orthogonal, applied as two matmuls and inverted by its transpose. The price is a
+  wrap-around at the image's edges, so it is the choice where boundary wavelets cannot reach the
+  depth asked for (coif2 at 3 levels, db4 at 4).
 - a padding mode (``reflect``, ``zero``, ``constant``, ``periodic``, ``symmetric``): ptwt's
   convolution transform (`wavedec2`/`waverec2`). Bands grow to floor((n + L - 1) / 2).
 
@@ -34,8 +41,8 @@ import torch
 import torch.nn as nn
 
 # The level checks live apart so that configs validate without torch; re-exported here.
-from wno.base.wavelet_levels import (MODES, PAD_MODES, available_wavelets,  # noqa: F401
-                                check_wavelet_levels, max_levels)
+from wno.base.wavelet_levels import (MATRIX_MODES, MODES, PAD_MODES,  # noqa: F401
+                                     available_wavelets, check_wavelet_levels, max_levels)
 
 
 @dataclass
@@ -69,6 +76,22 @@ def _analysis_matrices(wavelet: str, levels: int, size: int) -> tuple[torch.Tens
     return tuple(rows.to_dense() for rows, _cols in wd.fwt_matrix_list)
 
 
+@functools.lru_cache(maxsize=64)
+def _periodized_matrices(wavelet: str, levels: int, size: int) -> tuple[torch.Tensor, ...]:
+    """Per-level (n_j, n_j) orthogonal analysis matrices of the periodized DWT, lowpass rows first:
+    column i is PyWavelets' one-level transform of the i-th unit vector (the transform is linear),
+    so the coefficients are PyWavelets' by construction."""
+    import numpy as np
+    import pywt
+
+    out = []
+    for j in range(levels):
+        n = size >> j
+        lo, hi = pywt.dwt(np.eye(n), wavelet, mode="periodization", axis=0)  # (n/2, n) each
+        out.append(torch.from_numpy(np.concatenate([lo, hi])).float())
+    return tuple(out)
+
+
 class WaveletTransform2d(nn.Module):
     """Multi-level 2D DWT (and inverse) over the last two axes of (B, C, H, W) images.
 
@@ -82,11 +105,12 @@ class WaveletTransform2d(nn.Module):
         if err:
             raise ValueError(err)
         self.wavelet, self.levels, self.mode, self.image_size = wavelet, levels, mode, image_size
-        if mode == "boundary":
+        if mode in MATRIX_MODES:
             if image_size % (2**levels):
-                raise ValueError(f"mode 'boundary' needs image sizes divisible by 2**n_levels="
+                raise ValueError(f"mode {mode!r} needs image sizes divisible by 2**n_levels="
                                  f"{2**levels}; got {image_size}x{image_size}")
-            for j, A in enumerate(_analysis_matrices(wavelet, levels, image_size)):
+            build = _analysis_matrices if mode == "boundary" else _periodized_matrices
+            for j, A in enumerate(build(wavelet, levels, image_size)):
                 self.register_buffer(f"A{j}", A.clone(), persistent=False)
 
     def band_sizes(self) -> list[tuple[int, int]]:
@@ -108,7 +132,7 @@ class WaveletTransform2d(nn.Module):
         """Reconstruct images from the coarsest approximation and every detail band."""
         with torch.autocast(device_type=coeffs.approx[-1].device.type, enabled=False):
             a = coeffs.approx[-1].float()
-            if self.mode != "boundary":
+            if self.mode not in MATRIX_MODES:
                 return ptwt.waverec2([a, *[ptwt.WaveletDetailTuple2d(*d) for d in
                                            reversed(coeffs.details)]], self.wavelet)
             for j in reversed(range(self.levels)):
@@ -117,7 +141,7 @@ class WaveletTransform2d(nn.Module):
 
     # --- one level ------------------------------------------------------------------------------
     def _analyse(self, x: torch.Tensor, j: int):
-        if self.mode != "boundary":
+        if self.mode not in MATRIX_MODES:
             a, (h, v, d) = ptwt.wavedec2(x, self.wavelet, mode=self.mode, level=1)
             return a, (h, v, d)
         A = getattr(self, f"A{j}")  # (n, n): rows [lowpass; highpass]

@@ -1,5 +1,8 @@
 """Wavelet Multi-Scale Attention (W-MSA) and the transformer block built on it.
 
+The block, its stochastic-depth ramp and the weight init are shared with the ViT twin
+(`wno.model.vit`), so W-MSA and ViT differ in their tokens and their attention only.
+
 With the kernel off, attention is plain `scaled_dot_product_attention` (its fastest path). With the
 kernel on, the per-forward `KernelAttentionBias` (see `wno.model.attention_paths`) applies
 softmax(QK^T / sqrt(d) + log K) on the dense, block-sparse or FlexAttention path.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from wno.model.attention_paths import KernelAttentionBias
 
 
@@ -87,3 +91,32 @@ class WMSABlock(nn.Module):
     def forward(self, x: torch.Tensor, bias: KernelAttentionBias | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), bias))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, drop: float = 0.0,
+                drop_path: float = 0.1) -> nn.ModuleList:
+    """`depth` pre-norm blocks whose stochastic depth rises linearly from 0 to `drop_path`."""
+    rates = torch.linspace(0, drop_path, depth).tolist()
+    return nn.ModuleList(WMSABlock(dim, num_heads, mlp_ratio, drop, r) for r in rates)
+
+
+def init_weights(m: nn.Module) -> None:
+    """Truncated-normal linear layers (std 0.02), unit LayerNorms: both models' trunks alike."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def square_size(image_size: int | tuple[int, int]) -> int:
+    """The side of a square image given as an int or an (H, W) pair (the models take squares)."""
+    if isinstance(image_size, int):
+        return image_size
+    h, w = (int(s) for s in image_size)
+    if h != w:
+        raise ValueError(f"image_size={tuple(image_size)}: only square images are supported "
+                         f"(the wavelet levels halve both sides alike); give an int or (n, n)")
+    return h

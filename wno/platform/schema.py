@@ -65,4 +65,5 @@ def group_label(factors: dict) -> str:
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time",
                  "images_per_s")
 FINAL_METRICS = ("final_val_acc", "best_val_acc", "best_epoch", "test_acc", "test_loss",
-                 "params", "flops", "tokens", "wall_time", "throughput", "epochs_completed")
+                 "params", "flops", "executed_flops", "tokens", "wall_time", "throughput",
+                 "epochs_completed")

@@ -72,10 +72,11 @@ MACHINE_SOURCES = {
     "save_dir": "the worker's --checkpoint-dir / WNO_CHECKPOINT_DIR",
 }
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-# Per-epoch metric each objective is pruned on (search studies); None: no pruning.
-EPOCH_METRIC = {"final_val_acc": "val_acc", "best_val_acc": "val_acc", "test_acc": "val_acc",
-                "test_loss": "val_loss"}
-SEARCH_METRICS = ("final_val_acc", "best_val_acc", "test_acc", "test_loss")
+# The objectives a search can steer by, with the per-epoch metric it prunes on. Validation only:
+# the test set is reported, never selected on (TEST_METRICS are refused as objectives).
+EPOCH_METRIC = {"final_val_acc": "val_acc", "best_val_acc": "val_acc"}
+SEARCH_METRICS = tuple(EPOCH_METRIC)
+TEST_METRICS = ("test_acc", "test_loss")
 
 
 class SpecError(ConfigError):
@@ -206,6 +207,10 @@ class StudySpec:
         for name in self.baselines:
             n = sum(1 for t in baselines if t.factors.get("baseline") == name)
             lines.append(f"  baseline {name}: {n} trials")
+        tokens = {t.group: t.config.num_tokens() for t in self.plan if t.config is not None}
+        if tokens:
+            lines.append("  tokens per configuration:")
+            lines += [f"    {group}: {n:,}" for group, n in tokens.items()]
         lines.append(f"  seeds ({len(self.seeds)}): {', '.join(map(str, self.seeds))}")
         lines.append(f"  objective: {self.objective.direction} {self.objective.metric}")
         lines.append(f"  total: {len(self.plan)} trials ({len(models)} model, "
@@ -495,7 +500,12 @@ def _baselines(p: _Problems, raw: Any, grid: dict, data: dict) -> dict[str, dict
 
 def _check_metric(p: _Problems, objective: Any) -> None:
     metric = objective.get("metric") if isinstance(objective, dict) else None
-    if isinstance(metric, str) and metric not in schema.FINAL_METRICS:
+    if isinstance(metric, str) and metric in TEST_METRICS:
+        p.add(("objective", "metric"), f"{metric!r} would select on the test set: the objective "
+                                       f"ranks configurations (and steers a search), so it must "
+                                       f"be a validation metric ({', '.join(EPOCH_METRIC)}); "
+                                       f"test accuracy is reported beside it in every report")
+    elif isinstance(metric, str) and metric not in schema.FINAL_METRICS:
         p.add(("objective", "metric"), f"{metric!r} is not a final metric"
                                        f"{_suggest(metric, schema.FINAL_METRICS)}; allowed: "
                                        f"{', '.join(schema.FINAL_METRICS)}")
@@ -535,7 +545,7 @@ def _search(p: _Problems, search: Search, data: dict, base: dict, objective: Obj
             params[field] = param
     if not search.params:
         p.add(("search", "params"), "give at least one field to search over")
-    if objective.metric not in SEARCH_METRICS:
+    if objective.metric not in SEARCH_METRICS and objective.metric not in TEST_METRICS:
         p.add(("objective", "metric"), f"a search study prunes on a per-epoch metric: use one of "
                                        f"{', '.join(SEARCH_METRICS)}")
     sampler = _named(p, ("search", "sampler"), search.sampler, SAMPLERS)

@@ -2,10 +2,21 @@
 
 FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` for everything except attention,
 which is counted analytically: FlopCounterMode prices CPU `scaled_dot_product_attention` at zero
-(and a masked call at the full dense cost), so its numbers would be wrong either way. Attention
-costs 4 * D FLOPs per (query, key) pair per layer (QK^T and AV, 2 FLOPs per multiply-add); with the
-kernel on, only the pairs in the kernel's support are counted, which is what a sparse path
-executes. A training step is counted as 3x the forward (forward + backward).
+(and a masked call at the full dense cost), so its numbers would be wrong either way. W-MSA and
+its ViT twin run the same blocks, so both are counted the same way (torchvision's ViT took torch's
+native multi-head-attention fast path in eval, which FlopCounterMode does not see at all).
+Attention costs 4 * D FLOPs per (query, key) pair per layer (QK^T and AV, 2 FLOPs per
+multiply-add). A training step is counted as 3x the forward (forward + backward).
+
+Two counts of a kernel-on model, since they differ and a comparison must say which it uses:
+
+- `flops` (counted): only the pairs in the kernel's support, the work the idea needs;
+- `executed_flops`: the pairs the attention path chosen for the device computes. The fused and
+  dense paths compute every pair, the sparse one the key blocks it gathers, FlexAttention the
+  blocks its block mask keeps; fused and sparse also carry the kernel's 8 feature channels per
+  head in QK^T.
+
+Kernel off and the ViT compute every pair: both counts are equal.
 """
 
 from __future__ import annotations
@@ -25,8 +36,10 @@ class ModelCost:
     params: int
     flops: int  # forward FLOPs per image, attention included
     tokens: int
-    attention_pairs: int  # (query, key) pairs per layer that attention computes
+    attention_pairs: int  # (query, key) pairs per layer that the model needs (the support)
     train_flops: int  # FLOPs of one training step per image (3x forward)
+    executed_flops: int = 0  # forward FLOPs the device's attention path computes (module doc)
+    path: str = "sdpa"  # the attention path: sdpa (no kernel), dense, fused, sparse or flex
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -39,19 +52,40 @@ def count_params(model: nn.Module) -> int:
 def _attention_layout(model: nn.Module) -> tuple[int, int, int]:
     """(tokens, attention pairs per layer, attention layers x width) of a W-MSA model or a ViT."""
     from wno.model import WaveletTransformer
+    from wno.model.vit import ViT
 
-    if isinstance(model, WaveletTransformer):
-        n = model.num_tokens
-        ka = model.kernel_attention
-        pairs = int(ka.kernel.support().sum()) if ka is not None else n * n
-        dim = model.head.in_features
-        return n, pairs, len(model.blocks) * dim
-    from torchvision.models.vision_transformer import VisionTransformer  # 2.6 s: only for a ViT
+    if not isinstance(model, (WaveletTransformer, ViT)):
+        raise TypeError(f"cannot measure attention of {type(model).__name__}")
+    n = model.num_tokens
+    ka = getattr(model, "kernel_attention", None)
+    pairs = int(ka.kernel.support().sum()) if ka is not None else n * n
+    return n, pairs, len(model.blocks) * model.head.in_features
 
-    if isinstance(model, VisionTransformer):
-        n = model.seq_length
-        return n, n * n, len(model.encoder.layers) * model.hidden_dim
-    raise TypeError(f"cannot measure attention of {type(model).__name__}")
+
+def _executed_attention(model: nn.Module, device: torch.device) -> tuple[int, str]:
+    """(forward FLOPs of attention as the device's path computes it, the path's name)."""
+    from wno.model.attention_paths import flex_block_mask, resolve_path
+
+    n, _, layers_x_dim = _attention_layout(model)
+    ka = getattr(model, "kernel_attention", None)
+    if ka is None:
+        return _pair_flops(layers_x_dim) * n * n, "sdpa"
+    path = resolve_path(ka.path, device, ka.sparse_layout.gathered_fraction)
+    heads = model.blocks[0].attn.num_heads
+    features = ka.kernel.token_features()[0].shape[1]  # channels appended to q and k per head
+    if path == "sparse":
+        layout = ka.sparse_layout
+        pairs = sum(layout.sizes) * layout.bs * layout.bk
+    elif path == "flex":
+        mask = flex_block_mask(ka.kernel, device)
+        pairs = int(mask.to_dense().sum()) * mask.BLOCK_SIZE[0] * mask.BLOCK_SIZE[1]
+        features = 0  # the kernel is added per score (score_mod), not through q and k
+    else:
+        pairs = n * n
+        features = features if path == "fused" else 0
+    layers = len(model.blocks)
+    per_pair = _pair_flops(layers_x_dim) + 2 * features * heads * layers
+    return per_pair * pairs, path
 
 
 def attention_flops_per_pair(model: nn.Module) -> int:
@@ -96,7 +130,9 @@ def model_cost(model: nn.Module, config=None, image_size: int = 32, in_channels:
     other = sum(count for op, count in counter.get_flop_counts()["Global"].items()
                 if not any(s in str(op) for s in _SDPA_OPS))
     flops = int(other + _pair_flops(layers_x_dim) * pairs)
-    return ModelCost(count_params(model), flops, tokens, pairs, 3 * flops)
+    executed, path = _executed_attention(model, device)
+    return ModelCost(count_params(model), flops, tokens, pairs, 3 * flops,
+                     int(other + executed), path)
 
 
 def throughput(model: nn.Module, batch_size: int = 32, image_size: int = 32, in_channels: int = 3,

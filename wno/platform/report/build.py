@@ -37,6 +37,7 @@ from wno.base.utils import mask_secrets, mask_url
 from wno.platform import defaults, schema
 from wno.platform.report.data import (BUDGET_KEYS, CONFIG_COLUMNS, COSTS, CURVE_METRICS,
                                       TRIAL_COLUMNS, Report)
+from wno.platform.report.optuna_views import optuna_views
 from wno.platform.report.stats import Stats, finite_mean, holm, summarize, welch
 from wno.platform.storage import Store
 from wno.platform.tracking import history
@@ -52,7 +53,10 @@ def build_report(study_name: str, storage: str | None = None, tracking_uri: str 
     objective, direction = _objective(spec, study)
     records = trial_records(study.get_trials(deepcopy=False), objective)
     trials = trials_frame(records)
-    factors, levels = _factors(spec, trials)
+    kind = str(study.user_attrs.get(schema.KIND) or "unknown")
+    # A search samples its parameters: each value is met once, so they are not factors with
+    # levels; Optuna's views (importances, history, slices) show them instead.
+    factors, levels = ([], {}) if kind == "search" else _factors(spec, trials)
     seeds = _expected_seeds(spec, trials)
     configs, notes = aggregate(records, factors, levels, seeds)
     baseline_names = _baseline_names(spec, configs)
@@ -61,12 +65,13 @@ def build_report(study_name: str, storage: str | None = None, tracking_uri: str 
     configs = _with_reference(configs, comparisons, reference)
     report = Report(
         study=study_name, description=str(spec.get("description") or ""),
-        kind=str(study.user_attrs.get(schema.KIND) or "unknown"), objective=objective,
+        kind=kind, objective=objective,
         direction=direction, storage=mask_url(url), tracking=None,
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), spec=spec,
         factors=factors, levels=levels, seeds_expected=seeds, trials=trials, configs=configs,
         comparisons=comparisons, effects=effects(records, factors, levels), reference=reference,
-        notes=notes,
+        notes=notes, optuna=optuna_views(study, objective, direction),
+        fixed=dict(spec.get("base") or {}),
     )
     if curves:
         uri = defaults.tracking_uri(tracking_uri)

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from wno.platform import schema
+from wno.platform.report.optuna_views import OptunaViews
 
 BUDGET_KEYS = ("dataset", "epochs", "train_size")
-COSTS = ("params", "flops", "tokens", "wall_time", "throughput")
+# flops counts the attention pairs a model needs (with the kernel: its support); executed_flops
+# those its attention path computed (wno.training.measure): both, since they differ.
+COSTS = ("params", "flops", "executed_flops", "tokens", "wall_time", "throughput")
 CURVE_METRICS = ("val_acc", "train_loss")
 TRIAL_COLUMNS = ["number", "state", "role", "group", "baseline", "seed", "factors", "config",
                  "objective", "test_acc", *COSTS, "host", "device", "error", "retry_of",
@@ -48,6 +51,15 @@ class Report:
     curves_note: str | None = None  # why there are no curves, when there are none
     run_links: dict[str, str] = field(default_factory=dict)  # MLflow run id -> UI address
     notes: list[str] = field(default_factory=list)
+    optuna: OptunaViews | None = None  # what Optuna computes (search studies, params recorded)
+    fixed: dict = field(default_factory=dict)  # settings every trial shares (the study's base)
+
+    @property
+    def columns(self) -> list[str]:
+        """A configuration's columns in the tables: the grid's factors, or a search's parameters."""
+        if self.kind == "search":
+            return list((self.spec.get("search") or {}).get("params") or {})
+        return self.factors
 
     @property
     def counts(self) -> dict[str, int]:

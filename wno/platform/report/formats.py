@@ -18,10 +18,12 @@ import pandas as pd
 
 from wno.platform import schema
 from wno.platform.report.data import COSTS, CURVE_METRICS, Report
+from wno.platform.report.optuna_views import rounded
 
 STATE_WORDS = {"COMPLETE": "complete", "RUNNING": "running", "WAITING": "waiting",
                "FAIL": "failed", "PRUNED": "pruned"}
-COST_LABELS = {"params": "Params", "flops": "FLOPs/img", "tokens": "Tokens",
+COST_LABELS = {"params": "Params", "flops": "FLOPs/img", "executed_flops": "Executed FLOPs/img",
+               "tokens": "Tokens",
                "wall_time": "Train time", "throughput": "img/s"}
 
 
@@ -78,7 +80,7 @@ def fmt_p(p: float) -> str:
 def fmt_cost(name: str, v: float) -> str:
     if _nan(v):
         return "n/a"
-    if name in ("params", "flops"):
+    if name in ("params", "flops", "executed_flops"):
         for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
             if abs(v) >= scale:
                 return f"{v / scale:.2f}{unit}"
@@ -96,6 +98,18 @@ def metric_label(metric: str) -> str:
 
 # --- shared content -----------------------------------------------------------------------------
 
+def factors_text(report: Report) -> str:
+    """'Factors: wavelet, n_levels', or for a search 'Searched: lr, dropout'."""
+    if report.kind == "search":
+        return f"Searched: {', '.join(report.columns) or 'none'}"
+    return f"Factors: {', '.join(report.factors) or 'none'}"
+
+
+def fixed_text(report: Report) -> str:
+    """The settings every trial shares (the study's base), e.g. 'mode=periodization'."""
+    return ", ".join(f"{k}={v}" for k, v in report.fixed.items())
+
+
 def status_line(report: Report) -> str:
     """The one sentence at the top: finished, in progress, empty or nothing complete."""
     counts, total = report.counts, len(report.trials)
@@ -112,8 +126,34 @@ def status_line(report: Report) -> str:
     return f"Finished: {done} of {total} trials complete" + (f" ({rest})." if rest else ".")
 
 
+def search_sentence(report: Report) -> str | None:
+    """A search study's best trial as Optuna finds it, with its parameters, rounded."""
+    views = report.optuna
+    if report.kind != "search" or views is None or views.best is None:
+        return None
+    b, m = views.best, report.objective
+    params = ", ".join(f"{k}={v}" for k, v in b["params"].items())
+    text = (f"Best trial (Optuna's best_trial, {report.direction} {metric_label(m)}): "
+            f"#{b['number']}, {fmt_metric(m, b['value'])} with {params}")
+    if b.get("test_acc") is not None:
+        text += f"; its test accuracy {fmt_metric('test_acc', b['test_acc'])} (reported, not selected on)"
+    if views.importances:
+        top, share = next(iter(views.importances.items()))
+        text += f"; the most important parameter is {top} ({share:.0%} of the variance explained)"
+    return text + f". From {views.trials} completed trial(s), one seed each."
+
+
+def importance_rows(report: Report) -> tuple[list[str], list[list[Cell]]]:
+    """Optuna's parameter importances, most important first."""
+    views = report.optuna
+    rows = [[Cell(name), Cell(f"{value:.3f}")] for name, value in views.importances.items()]
+    return ["Parameter", f"Importance ({views.evaluator})"], rows
+
+
 def best_sentence(report: Report) -> str | None:
     """The best model configuration, its interval, and how it compares with the reference."""
+    if report.kind == "search":
+        return search_sentence(report)
     b = report.best()
     if b is None:
         return None
@@ -171,13 +211,22 @@ def _level_text(metric: str, e: pd.Series) -> str:
 
 
 def method_notes(report: Report) -> list[str]:
-    return [
+    notes = []
+    if report.optuna is not None:
+        notes.append("Parameter importances, the optimisation history and the objective against "
+                     "each parameter are Optuna's own (optuna.importance.get_param_importances "
+                     f"with {report.optuna.evaluator or 'no evaluator'}, "
+                     "optuna.visualization), computed on the completed model trials.")
+    return notes + [
         "Intervals are 95% t-intervals of the mean over seeds; ± is their half-width.",
         "Differences are configuration minus baseline, with Welch's 95% interval; p-values are "
         "two-sided Welch t-tests, unadjusted and Holm-adjusted over the configurations compared.",
         "A baseline configuration is the reference of a configuration when the factors it "
         "carries (e.g. model_size) agree and the budget (dataset, epochs, train_size) is the same.",
         "Factor effects pool every completed trial at a level over the other factors.",
+        "FLOPs/img counts the attention pairs each model needs (with the kernel: its support); "
+        "Executed FLOPs/img, the pairs its attention path computed on the training device (the "
+        "fused and dense paths compute every pair). The chart plots the first.",
     ]
 
 
@@ -202,7 +251,7 @@ class Cell:
 def comparison_table(report: Report) -> tuple[list[str], list[list[Cell]], list[str]]:
     """(headers, rows, row roles) of the comparison table: one row per configuration."""
     m, ref = report.objective, report.reference or "baseline"
-    headers = ["Model", *report.factors, "Seeds", f"{metric_label(m)} (mean ± 95% CI)", "sd",
+    headers = ["Model", *report.columns, "Seeds", f"{metric_label(m)} (mean ± 95% CI)", "sd",
                "test acc (mean ± 95% CI)", f"Δ {metric_label(m)} vs {ref} [95% CI]", "p",
                "p (Holm)", f"Δ test acc vs {ref} [95% CI]", "p (test)",
                *(COST_LABELS[c] for c in COSTS)]
@@ -212,8 +261,8 @@ def comparison_table(report: Report) -> tuple[list[str], list[list[Cell]], list[
     for r in report.configs.to_dict("records"):
         model = "W-MSA" if r["role"] == schema.ROLE_MODEL else str(r["baseline"])
         row = [Cell(model, model)]
-        row += [Cell(str(r["factors"][f]) if f in r["factors"] else "·",
-                     r["factors"].get(f)) for f in report.factors]
+        row += [Cell(str(rounded(r["factors"][f])) if f in r["factors"] else "·",
+                     r["factors"].get(f)) for f in report.columns]
         row.append(Cell(f"{r['obj_n']}/{expected}" if expected else str(r["obj_n"]), r["obj_n"]))
         row.append(Cell(fmt_mean_ci(m, r["obj_mean"], r["obj_ci_low"], r["obj_ci_high"]),
                         r["obj_mean"], best_obj is not None and r["group"] == best_obj["group"]))
@@ -281,13 +330,17 @@ def to_markdown(report: Report) -> str:
         out += [report.description, ""]
     out += [f"**{status_line(report)}**", "",
             f"- Objective: {report.objective} ({report.direction})",
-            f"- Factors: {', '.join(report.factors) or 'none'}; seeds asked: "
+            f"- {factors_text(report)}; seeds asked: "
             f"{', '.join(map(str, report.seeds_expected)) or 'n/a'}",
+            f"- Fixed settings: {fixed_text(report) or 'none'}",
             f"- Storage: {report.storage}; MLflow: {report.tracking or 'not consulted'}",
             f"- Generated: {report.generated}", "", "## Summary", ""]
     best = best_sentence(report)
     out += [f"- {best}" if best else "- No configuration has a result yet."]
     out += [f"- {s}" for s in effect_sentences(report)] + [""]
+    if report.optuna is not None and report.optuna.importances:
+        headers, rows = importance_rows(report)
+        out += ["## Parameter importances (Optuna)", "", _md_table(headers, rows), ""]
     if not report.configs.empty:
         headers, rows, _ = comparison_table(report)
         out += ["## Comparison", "", _md_table(headers, rows), ""]
@@ -331,9 +384,9 @@ def to_csv(report: Report) -> str:
     """The comparison table, one row per configuration, raw numbers (fractions, not %)."""
     c = report.configs
     if c.empty:
-        return ",".join(["group", "role", *report.factors, *CSV_COLUMNS[3:]]) + "\n"
+        return ",".join(["group", "role", *report.columns, *CSV_COLUMNS[3:]]) + "\n"
     table = c[["group", "role", "baseline"]].copy()
-    for f in report.factors:
+    for f in report.columns:
         table[f] = c["factors"].map(lambda d, f=f: d.get(f))
     table["seeds_missing"] = c["seeds_missing"].map(lambda s: " ".join(map(str, s)))
     table = pd.concat([table, c[CSV_COLUMNS[3:]]], axis=1)
@@ -356,7 +409,7 @@ def to_latex(report: Report) -> str:
     headers, rows, roles = comparison_table(report)
     keep = [i for i, h in enumerate(headers)
             if not h.startswith(("sd", "p (test)", "Δ test")) and h not in ("Tokens", "img/s")]
-    spec = "l" * (1 + len(report.factors)) + "r" * (len(keep) - 1 - len(report.factors))
+    spec = "l" * (1 + len(report.columns)) + "r" * (len(keep) - 1 - len(report.columns))
     lines = [f"% wno report: study {report.study}; {status_line(report)}",
              r"\begin{table}[t]", r"\centering", r"\small",
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
@@ -412,7 +465,11 @@ def to_json(report: Report) -> str:
         "trials": _records(report.trials),
         "curves": {g: {m: _records(f) for m, f in ms.items()} for g, ms in report.curves.items()},
         "curves_note": report.curves_note, "run_links": report.run_links,
-        "notes": report.notes, "methods": method_notes(report),
+        "notes": report.notes, "methods": method_notes(report), "fixed": report.fixed,
+        "optuna": None if report.optuna is None else {
+            "importances": report.optuna.importances, "evaluator": report.optuna.evaluator,
+            "best": report.optuna.best, "trials": report.optuna.trials,
+            "notes": report.optuna.notes},
         "curve_metrics": list(CURVE_METRICS),
     }
     return json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n"

@@ -18,10 +18,14 @@ from wno.platform.report.stats import pareto_front
 from wno.platform.report.formats import (
     STATE_WORDS,
     Cell,
+    fmt_cost,
     jsonable,
     best_sentence,
     comparison_table,
     effect_sentences,
+    factors_text,
+    fixed_text,
+    importance_rows,
     incomplete,
     is_fraction,
     method_notes,
@@ -197,21 +201,23 @@ def pareto_figure(report: Report) -> tuple[dict | None, str]:
         if p.empty:
             continue
         y = list(p[f"{col}_mean"] * s)
+        executed = [fmt_cost("executed_flops", v) for v in p["executed_flops"]]
         traces.append({"type": "scatter", "mode": "markers", "name": name, "x": list(p["flops"]),
-                       "y": y, "text": list(p["group"]),
+                       "y": y, "text": list(p["group"]), "customdata": executed,
                        "marker": {"symbol": symbol, "size": 9,
                                   "color": BASELINE_COLOR if role != schema.ROLE_MODEL
                                   else PALETTE[0]},
                        "error_y": _error_y(y, list(p[f"{col}_ci_low"] * s),
                                            list(p[f"{col}_ci_high"] * s)),
-                       "hovertemplate": "%{text}<br>%{x:.3s} FLOPs: %{y:.2f}<extra></extra>"})
+                       "hovertemplate": "%{text}<br>%{x:.3s} FLOPs counted, %{customdata} "
+                                        "executed: %{y:.2f}<extra></extra>"})
     f = pts.iloc[front]
     traces.append({"type": "scatter", "mode": "lines", "name": "Pareto front",
                    "x": list(f["flops"]), "y": list(f[f"{col}_mean"] * s),
                    "line": {"shape": "hv", "color": "#d62728", "width": 2}, "hoverinfo": "skip"})
     layout = _layout(f"{metric_label(metric)} against cost", "FLOPs per image (log scale)",
-                     _axis_title(metric), xaxis={"type": "log",
-                                                 "title": {"text": "FLOPs per image (log)"}})
+                     _axis_title(metric), xaxis={"type": "log", "title": {
+                         "text": "FLOPs per image, counted: the pairs the model needs (log)"}})
     return {"data": traces, "layout": layout}, ""
 
 
@@ -296,6 +302,8 @@ def to_html(report: Report) -> str:
                         "reference.</p>"
                         + _table(headers, rows, [r if r == "baseline" else "" for r in roles],
                                  table_id="comparison") + "</section>")
+    if report.optuna is not None:
+        sections.append(_optuna_section(report, plot))
     if report.factors and report.models["obj_mean"].notna().any():
         sections.append("<section><h2>Factors</h2><div class=grid>"
                         + "".join(plot(factor_figure(report, f)) for f in report.factors)
@@ -341,12 +349,32 @@ def _header(report: Report) -> str:
             f'<p class="banner {state}" id="status">{_e(status_line(report))}</p>'
             "<dl>"
             f"<dt>Objective</dt><dd>{_e(report.objective)} ({_e(report.direction)})</dd>"
-            f"<dt>Factors</dt><dd>{_e(', '.join(report.factors) or 'none')}</dd>"
+            f"<dt>{_e(factors_text(report).split(': ')[0])}</dt>"
+            f"<dd>{_e(factors_text(report).split(': ', 1)[1])}</dd>"
+            f"<dt>Fixed</dt><dd>{_e(fixed_text(report) or 'none')}</dd>"
             f"<dt>Seeds asked</dt><dd>{_e(_join(report.seeds_expected) or 'n/a')}</dd>"
             f"<dt>Trials</dt><dd>{_e(counts)}</dd>"
             f"<dt>Storage</dt><dd>{_e(report.storage)}</dd>"
             f"<dt>MLflow</dt><dd>{_e(report.tracking or 'not consulted')}</dd>"
             f"<dt>Generated</dt><dd>{_e(report.generated)}</dd></dl></header>")
+
+
+def _optuna_section(report: Report, plot) -> str:
+    """Optuna's own views: importances, optimisation history, objective against each parameter."""
+    views = report.optuna
+    title = "Search (Optuna)" if report.kind == "search" else "Parameters (Optuna)"
+    parts = [f"<section><h2>{title}</h2><p class=note>Computed by Optuna on the "
+             f"{views.trials} completed model trial(s): optuna.importance.get_param_importances"
+             f"{' (' + _e(views.evaluator) + ')' if views.evaluator else ''} and "
+             "optuna.visualization.</p>"]
+    if views.importances:
+        headers, rows = importance_rows(report)
+        parts.append(_table(headers, rows, table_id="importances"))
+    parts.append("<div class=grid>" + "".join(plot(views.figures[k]) for k in
+                                              ("history", "importances", "slice")
+                                              if k in views.figures) + "</div>")
+    parts += [f"<p class=note>{_e(n)}.</p>" for n in views.notes]
+    return "".join(parts) + "</section>"
 
 
 def _join(values: list) -> str:
