@@ -41,8 +41,8 @@ through the same located problem list.
 
 Example:
     >>> spec = load_spec("studies/levels.yaml")
-    >>> len(spec.trials())    # (2 wavelets x 4 levels + 1 ViT) x 3 seeds
-    27
+    >>> len(spec.trials())    # (3 levels + 1 ViT) x 3 seeds
+    12
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from wno.base.safe_yaml import YamlError, compose, load_yaml, read_text
 from wno.training.config import ConfigError, TrainConfig
 from wno.platform import schema
 from wno.platform.search import PRUNERS, SAMPLERS, SearchSpace
@@ -72,6 +75,12 @@ MACHINE_SOURCES = {
     "save_dir": "the worker's --checkpoint-dir / WNO_CHECKPOINT_DIR",
 }
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# The most trials a study file may plan (an upper bound counted before expanding it); a large GPU
+# study plans a few hundred. WNO_MAX_TRIALS raises it.
+MAX_TRIALS = 10_000
+ENV_MAX_TRIALS = "WNO_MAX_TRIALS"
+MAX_SEED = 2**31 - 1  # TrainConfig.seed's bound (MAX_INT)
+MAX_PROBLEMS = 50  # problems listed in one message; the count of the rest follows
 # The objectives a search can steer by, with the per-epoch metric it prunes on. Validation only:
 # the test set is reported, never selected on (TEST_METRICS are refused as objectives).
 EPOCH_METRIC = {"final_val_acc": "val_acc", "best_val_acc": "val_acc"}
@@ -227,32 +236,43 @@ def _describe_param(p: dict[str, Any]) -> str:
 
 
 # --- loading -------------------------------------------------------------------------------------
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study file; raise `SpecError` listing every problem with its line."""
+def load_spec(path: str | Path, *, max_trials: int | None = None) -> StudySpec:
+    """Read and validate a study file; raise `SpecError` listing every problem with its line.
+
+    The file goes through `wno.base.safe_yaml` (no aliases, bounded size and nesting), and its
+    plan is counted against `max_trials` (default: `trial_cap()`) before it is expanded.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path, "study file")
+        data = load_yaml(text)
+        lines, duplicates = _line_map(text)
     except FileNotFoundError:
         raise SpecError([f"file {str(path)!r} does not exist"], str(path)) from None
-    except (IsADirectoryError, UnicodeDecodeError) as e:
-        raise SpecError([f"cannot read {str(path)!r}: {e}"], str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-        lines, duplicates = _line_map(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise SpecError([f"{where}not valid YAML: {problem}"], str(path)) from None
-    return parse_spec(data, source=str(path), lines=lines, duplicates=duplicates)
+    except YamlError as e:
+        raise SpecError([str(e)], str(path)) from None
+    return parse_spec(data, source=str(path), lines=lines, duplicates=duplicates,
+                      max_trials=trial_cap() if max_trials is None else max_trials)
+
+
+def trial_cap() -> int:
+    """The most trials a study file may plan: `WNO_MAX_TRIALS`, else `MAX_TRIALS`."""
+    value = os.environ.get(ENV_MAX_TRIALS, "").strip()
+    if not value:
+        return MAX_TRIALS
+    if not value.isdigit() or int(value) < 1:
+        raise SpecError([f"{ENV_MAX_TRIALS}={value!r} must be a positive integer"], ENV_MAX_TRIALS)
+    return int(value)
 
 
 def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | None = None,
-               duplicates: list[tuple[tuple, int]] | None = None) -> StudySpec:
+               duplicates: list[tuple[tuple, int]] | None = None,
+               max_trials: int | None = None) -> StudySpec:
     """Validate a study definition given as a dict (a parsed file or a stored spec).
 
     Every section is checked even when another one is broken, so that one run of
-    `wno study create` reports every problem at once.
+    `wno study create` reports every problem at once. `max_trials` refuses a plan that would be
+    larger, counted before anything is expanded (None: no cap, for definitions already stored).
     """
     if not isinstance(data, dict):
         raise SpecError(["the file must hold a mapping with at least `name` and `grid` or "
@@ -276,7 +296,7 @@ def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | No
     for field in set(base) & set(grid):
         p.add(("base", _key_in(data.get("base"), field)),
               f"{field} is also a grid factor; remove it from base (the grid sets it)")
-    seeds = _seeds(p, data.get("seeds", [0]))
+    seeds = _seeds(p, data.get("seeds", [0]), max_trials)
     baselines = _baselines(p, data.get("baselines", {}), grid, data)
     objective = f.objective if f else Objective()
     _check_metric(p, data.get("objective"))
@@ -295,7 +315,8 @@ def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | No
 
     plan: list[TrialPlan] = []
     notes: list[str] = []
-    if seeds and (grid or search or baselines):
+    if seeds and (grid or search or baselines) and _fits(p, grid, seeds, baselines, search,
+                                                         data, max_trials):
         plan, notes = _plan(p, base, grid, seeds, baselines, search, data)
     if p.items:
         raise SpecError(p.messages(), source)
@@ -324,6 +345,7 @@ class _Problems:
                     line = self.lines[path[:i]]
                     break
         place = label or _dotted(path) or "file"
+        place = place if len(place) <= 120 else place[:117] + "..."
         place = f"{place} (line {line})" if line else place
         if (place, message) in [(pl, m) for pl, m, _ in self.items]:
             return
@@ -335,12 +357,14 @@ class _Problems:
         self.items.append((place, message, line or 10**9))
 
     def messages(self) -> list[str]:
-        """One line per problem, in file order."""
+        """One line per problem, in file order (the first MAX_PROBLEMS, then how many more)."""
         out = []
-        for place, message, _ in sorted(self.items, key=lambda item: item[2]):
+        for place, message, _ in sorted(self.items, key=lambda item: item[2])[:MAX_PROBLEMS]:
             more = self.repeats.get(message, 0)
             out.append(f"{place}: {message}" + (f" (and {more} more combination"
                                                  f"{'s' if more > 1 else ''})" if more else ""))
+        if len(self.items) > MAX_PROBLEMS:
+            out.append(f"... and {len(self.items) - MAX_PROBLEMS:,} more problems")
         return out
 
 
@@ -371,7 +395,7 @@ def _line_map(text: str) -> tuple[dict[tuple, int], list[tuple[tuple, int]]]:
                 lines[path + (i,)] = v.start_mark.line + 1
                 walk(v, path + (i,))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = compose(text)
     if root is not None:
         walk(root, ())
     return lines, duplicates
@@ -384,7 +408,7 @@ def _pydantic_message(err: dict) -> str:
         return (f"unknown field{_suggest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}")
     if kind == "missing":
         return "required field is missing"
-    return f"{err['msg']} (got {err.get('input')!r})"
+    return f"{err['msg']} (got {_short(err.get('input'))})"
 
 
 def _allowed_keys(parent: tuple) -> list[str]:
@@ -392,7 +416,14 @@ def _allowed_keys(parent: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _suggest(word: str, options) -> str:
+    if len(word) > 64:  # no name is that long; difflib's cost grows with the product of lengths
+        return ""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -511,16 +542,21 @@ def _check_metric(p: _Problems, objective: Any) -> None:
                                        f"{', '.join(schema.FINAL_METRICS)}")
 
 
-def _seeds(p: _Problems, seeds: Any) -> list[int]:
+def _seeds(p: _Problems, seeds: Any, cap: int | None) -> list[int]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
             p.add(("seeds",), f"a seed count must be >= 1, got {seeds}")
             return []
+        if cap is not None and seeds > cap:  # before building a list of them
+            p.add(("seeds",), f"{seeds:,} seeds would plan at least {seeds:,} trials; a study may "
+                              f"plan at most {cap:,} ({ENV_MAX_TRIALS} raises the cap)")
+            return []
         return list(range(seeds))
     if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        p.add(("seeds",), f"must be a count (e.g. 3) or a non-empty list of integers >= 0, "
-                          f"got {seeds!r}")
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+                       for s in seeds)):
+        p.add(("seeds",), f"must be a count (e.g. 3) or a non-empty list of integers from 0 to "
+                          f"{MAX_SEED:,}, got {_short(seeds)}")
         return []
     if len(set(seeds)) != len(seeds):
         p.add(("seeds",), f"a seed appears twice in {seeds}")
@@ -595,7 +631,8 @@ def _param(p: _Problems, path: tuple, field: str, value: Any) -> dict[str, Any] 
         p.add(path, f"a log range needs low > 0, got {low}")
     if log and step is not None:
         p.add(path, "log and step cannot be combined")
-    if step is not None and (not isinstance(step, (int, float)) or step <= 0
+    if step is not None and (not isinstance(step, (int, float)) or isinstance(step, bool)
+                             or not math.isfinite(step) or step <= 0
                              or (kind is int and not float(step).is_integer())):
         p.add(path + ("step",), f"must be a positive {'integer' if kind is int else 'number'}")
     return {"low": low, "high": high, "log": log, "step": step}
@@ -625,6 +662,27 @@ def _named(p: _Problems, path: tuple, value: Any, registry: dict) -> dict[str, A
 
 
 # --- the plan -------------------------------------------------------------------------------------
+def _fits(p: _Problems, grid: dict[str, list], seeds: list[int], baselines: dict,
+          search: SearchSpace | None, data: dict, cap: int | None) -> bool:
+    """Whether the plan stays within `cap` trials, counted from the sizes alone (an upper bound:
+    merged duplicates only make it smaller), so that an absurd file is refused before anything is
+    expanded or validated configuration by configuration."""
+    if cap is None:
+        return True
+    combos = math.prod(len(v) for v in grid.values())
+    per_seed = (search.n_trials if search is not None else combos) + len(baselines) * combos
+    total = per_seed * len(seeds)
+    if total <= cap:
+        return True
+    sizes = " x ".join(f"{len(v):,} {_key_in(data.get('grid'), f)}" for f, v in grid.items())
+    what = (f"{search.n_trials:,} search trials" if search is not None else
+            f"{combos:,} configurations ({sizes})")
+    place = ("search", "n_trials") if search is not None else ("grid",) if grid else ("seeds",)
+    p.add(place, f"{what} x {len(seeds):,} seed(s), with baselines, would plan up to {total:,} "
+                 f"trials; a study may plan at most {cap:,} ({ENV_MAX_TRIALS} raises the cap)")
+    return False
+
+
 def _plan(p: _Problems, base: dict, grid: dict[str, list], seeds: list[int],
           baselines: dict[str, dict], search: SearchSpace | None, data: dict
           ) -> tuple[list[TrialPlan], list[str]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -155,12 +156,17 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Read a YAML file of fields (`wno train --config`), under the bounds of
+        `wno.base.safe_yaml` (no aliases, bounded size and nesting) and the same checks as any
+        other source of values."""
+        from wno.base.safe_yaml import YamlError, load_yaml, read_text
+
         try:
-            data = yaml.safe_load(Path(path).read_text())
+            data = load_yaml(read_text(path, "config file"))
         except FileNotFoundError:
             raise ConfigError([f"config file {str(path)!r} does not exist"]) from None
-        except yaml.YAMLError as e:
-            raise ConfigError([f"config file {str(path)!r} is not valid YAML: {e}"]) from None
+        except YamlError as e:
+            raise ConfigError([f"config file {str(path)!r}: {e}"]) from None
         if not isinstance(data, dict):
             raise ConfigError([f"config file {str(path)!r} must hold a mapping of field: value"])
         return cls.from_dict(data)
@@ -307,6 +313,8 @@ def _divisors(n: int) -> list[int]:
 def _suggest(word: str, options: list[str]) -> str:
     import difflib
 
+    if len(word) > 64:  # no option is that long; difflib's cost grows with the lengths
+        return ""
     close = difflib.get_close_matches(word, options, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -314,8 +322,16 @@ def _suggest(word: str, options: list[str]) -> str:
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
+MAX_INT = 2**31 - 1  # what the training code's integers (epochs, sizes, steps) can hold
+MAX_STR = 4096  # a path's limit on Linux; no name a field takes is longer
+
+
 def _coerce(name: str, value: Any, annotation: str) -> tuple[Any, str | None]:
-    """Convert `value` to the field's type; return (value, error message or None)."""
+    """Convert `value` to the field's type; return (value, error message or None).
+
+    Beyond the type: numbers must be finite (`.nan` or `inf` from YAML or the command line would
+    train nothing sensible), integers at most MAX_INT in size, strings at most MAX_STR long.
+    """
     optional = "None" in annotation
     base = annotation.replace("| None", "").strip()
     if value is None:
@@ -326,21 +342,34 @@ def _coerce(name: str, value: Any, annotation: str) -> tuple[Any, str | None]:
             return value, None
         if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "yes", "no"):
             return value.lower() in ("true", "on", "yes"), None
-        return value, f"{name}={value!r} must be true or false"
+        return value, f"{name}={_short(value)} must be true or false"
     if kind is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            return value, f"{name}={value!r} must be an integer"
+            return value, f"{name}={_short(value)} must be an integer"
         try:
-            return int(value), None
-        except (TypeError, ValueError):
-            return value, f"{name}={value!r} must be an integer"
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
+            return value, f"{name}={_short(value)} must be an integer"
+        if abs(number) > MAX_INT:
+            return value, f"{name}={_short(value)} is too large: at most {MAX_INT:,}"
+        return number, None
     if kind is float:
         if isinstance(value, bool):
-            return value, f"{name}={value!r} must be a number"
+            return value, f"{name}={_short(value)} must be a number"
         try:
-            return float(value), None
-        except (TypeError, ValueError):
-            return value, f"{name}={value!r} must be a number"
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            return value, f"{name}={_short(value)} must be a number"
+        if not math.isfinite(number):
+            return value, f"{name}={_short(value)} must be a finite number"
+        return number, None
     if not isinstance(value, str):
-        return value, f"{name}={value!r} must be a string"
+        return value, f"{name}={_short(value)} must be a string"
+    if len(value) > MAX_STR:
+        return value, f"{name} is {len(value):,} characters long; at most {MAX_STR} are allowed"
     return value, None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
