@@ -53,8 +53,11 @@ def ui_command(
             if uri.startswith(("http://", "https://")):
                 typer.echo(f"MLflow UI         {mask_url(uri)}  (the tracking server; nothing "
                            "to start)")
+                ui = uri
             else:
                 _start_mlflow(uri, host, port, services)
+                ui = _url("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)
+            _print_experiments(uri, ui)
             if dashboard:
                 _start_dashboard(storage_url, host, dashboard_port, services)
             if not services:
@@ -71,6 +74,21 @@ def ui_command(
             typer.echo("stopping")
         finally:
             _stop_all(services)
+
+
+def _print_experiments(uri: str, ui: str) -> None:
+    """Each study's table of training runs (MLflow 3's UI would open on its GenAI overview)."""
+    from wno.base.errors import one_line
+    from wno.platform import tracking
+
+    try:
+        experiments = tracking.client_for(uri).search_experiments()
+    except Exception as e:  # noqa: BLE001 - the links are a convenience; the UI still runs
+        typer.echo(f"(experiments not listed: {one_line(e)})")
+        return
+    for exp in sorted(experiments, key=lambda e: e.name):
+        if exp.name != "Default":
+            typer.echo(f"  {exp.name:<15} {tracking.experiment_url(ui, exp.experiment_id)}")
 
 
 def _port_free(host: str, port: int) -> bool:

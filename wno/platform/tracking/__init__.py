@@ -18,17 +18,17 @@ from wno.platform.tracking.records import (PACKAGES, TAG, TRAIN_EXPERIMENT, RunT
                                            machine_tags, run_params, train_target, trial_target)
 from wno.platform.tracking.server import (server_env, server_health, start_server, stop_server,
                                           wait_healthy)
-from wno.platform.tracking.store import (artifact_root, client_for, ensure_experiment,
-                                         epoch_steps, find_run, prepare_store, quiet_mlflow,
-                                         run_url)
+from wno.platform.tracking.store import (KIND_TAG, KIND_TRAINING, artifact_root, client_for,
+                                         ensure_experiment, epoch_steps, experiment_url, find_run,
+                                         prepare_store, quiet_mlflow, run_url)
 from wno.platform.tracking.tracker import (CHECKPOINT_POLICIES, ENV_CHECKPOINTS, RUN_STATUS,
                                            MlflowTracker, checkpoint_policy, train_tracker,
                                            trial_callbacks, trial_tracker)
 
-__all__ = ["CHECKPOINT_POLICIES", "ENV_CHECKPOINTS", "PACKAGES", "RUN_STATUS", "TAG",
-           "TRAIN_EXPERIMENT", "MlflowTracker", "RunTarget", "artifact_root", "checkpoint_policy",
-           "client_for", "config_yaml", "describe", "ensure_experiment", "environment_info",
-           "epoch_steps", "find_run", "git_info", "machine_tags", "prepare_store", "quiet_mlflow",
-           "run_params", "run_url", "server_env", "server_health", "start_server", "stop_server",
-           "train_target", "train_tracker", "trial_callbacks", "trial_target", "trial_tracker",
-           "wait_healthy"]
+__all__ = ["CHECKPOINT_POLICIES", "ENV_CHECKPOINTS", "KIND_TAG", "KIND_TRAINING", "PACKAGES",
+           "RUN_STATUS", "TAG", "TRAIN_EXPERIMENT", "MlflowTracker", "RunTarget", "artifact_root",
+           "checkpoint_policy", "client_for", "config_yaml", "describe", "ensure_experiment",
+           "environment_info", "epoch_steps", "experiment_url", "find_run", "git_info",
+           "machine_tags", "prepare_store", "quiet_mlflow", "run_params", "run_url", "server_env",
+           "server_health", "start_server", "stop_server", "train_target", "train_tracker",
+           "trial_callbacks", "trial_target", "trial_tracker", "wait_healthy"]

@@ -5,6 +5,7 @@ the `RunTarget` (experiment, identity tags) of a worker's trial or of a `wno tra
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import socket
@@ -164,3 +165,28 @@ def train_target(config: TrainConfig, *, tracking_uri: str | None = None,
         find=resume)
 
 
+
+
+def dataset_input(info):
+    """The data set a run trained on, as an MLflow dataset input (the UI's Dataset column).
+
+    `info` is the training's `RunInfo`. Its digest identifies the images: the data set, its split
+    sizes and the fixed split seed that draws every subset (`wno.training.data.SPLIT_SEED`), so
+    two runs on different subsets show different digests and runs on the same images the same.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from wno.training.data import SPLIT_SEED
+
+    c = info.config
+    profile = {"train": info.train_images, "val": info.val_images, "test": info.test_images,
+               "split_seed": SPLIT_SEED, "train_size": c.train_size, "val_size": c.val_size,
+               "test_size": c.test_size}
+    digest = hashlib.sha256(json.dumps({"dataset": c.dataset, **profile},
+                                       sort_keys=True).encode()).hexdigest()[:8]
+    source = info.data_source or c.dataset
+    dataset = Dataset(name=c.dataset, digest=digest, source_type="local",
+                      source=json.dumps({"uri": mask_secrets(source)}),
+                      schema=json.dumps({"images": "uint8 (N, C, H, W)", "labels": "int64 (N,)"}),
+                      profile=json.dumps(profile))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])

@@ -19,6 +19,8 @@ _PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_AL
               "INVALID_STATE", "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED",
               "FEATURE_DISABLED", "ENDPOINT_NOT_FOUND", "MALFORMED_REQUEST"}
 _quieted = False
+# What kind of experiment the MLflow UI should take a study for: model training, not GenAI.
+KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def quiet_mlflow() -> None:
@@ -87,6 +89,17 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     return f"{mask_url(tracking_uri.rstrip('/'))}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The experiment's table of training runs in the MLflow UI at `ui` (a server's address).
+
+    MLflow 3.17's UI opens an experiment on its GenAI overview of traces (empty here) unless the
+    address asks for the machine-learning workflow; it ignores the experiment's kind tag, which
+    is set anyway (`KIND_TAG`) for UIs that read it.
+    """
+    return (f"{mask_url(ui.rstrip('/'))}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning")
+
+
 _prepared: set[str] = set()
 
 
@@ -125,20 +138,24 @@ def client_for(tracking_uri: str):
 
 def ensure_experiment(client, name: str, artifact_location: str | None,
                       tags: dict[str, str] | None = None) -> str:
-    """The id of experiment `name`, created (or restored, when deleted) if need be."""
+    """The id of experiment `name`, created (or restored, when deleted) if need be; an experiment
+    created by an older wno gets the tags it lacks (e.g. its kind)."""
     from mlflow.exceptions import MlflowException
 
+    tags = {KIND_TAG: KIND_TRAINING, **(tags or {})}
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location,
-                                            tags=tags or None)
+            return client.create_experiment(name, artifact_location=artifact_location, tags=tags)
         except MlflowException as e:  # another worker created it meanwhile
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             exp = client.get_experiment_by_name(name)
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
+    for key, value in tags.items():
+        if key not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, key, value)
     return exp.experiment_id
 
 

@@ -62,9 +62,9 @@ from typing import Any
 
 from wno.base.utils import mask_secrets, mask_url
 from wno.platform import schema
-from wno.platform.tracking.records import (TAG, RunTarget, config_yaml, environment_info,
-                                           git_info, machine_tags, run_params, train_target,
-                                           trial_target)
+from wno.platform.tracking.records import (TAG, RunTarget, config_yaml, dataset_input,
+                                           environment_info, git_info, machine_tags, run_params,
+                                           train_target, trial_target)
 from wno.platform.tracking.sender import (MAX_METRICS_PER_BATCH, SHORT_WAIT, Disabled, Op, Outbox,
                                           unfinished, unreachable)
 from wno.platform.tracking.store import (artifact_root, client_for, ensure_experiment, epoch_steps,
@@ -356,6 +356,8 @@ class MlflowTracker(Callback):
         self.client.log_text(run_id, config_yaml(info.config), "config.yaml")
         env = environment_info(info.device)
         self.client.log_text(run_id, mask_secrets(json.dumps(env, indent=2)), "environment.json")
+        # MLflow keeps one input per (name, digest) and run: a resumed run logs it again harmlessly.
+        self.client.log_inputs(run_id, datasets=[dataset_input(info)])
 
     def _send_metrics(self, ops: list[Op]) -> None:
         run_id = self._run_id()
