@@ -8,16 +8,23 @@
 - `TINY`: the cheapest real training config (micro ViT, 32 synthetic images, 1 epoch).
 - `worker_env(tmp_path)`, `start_worker(...)`, `run_wno(...)`: the real CLI as subprocesses;
   `epochs_done(checkpoint_folder)`: how far a worker's trial has got.
+- `backdate_heartbeat(queue, trial_id, seconds)`: a trial silent for `seconds`, by the database's
+  clock, without waiting that long.
+- `run_in_processes(...)`, `pop_until_empty`, `check_popped_once(...)`: racing processes, and a
+  failure that names each trial popped twice instead of a hang.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue as queue_module
 import subprocess
 import sys
 import time
+import traceback
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,22 +149,76 @@ def trials(url: str, name: str):
         storage.engine.dispose()
 
 
+def backdate_heartbeat(queue, trial_id: int, seconds: float) -> None:
+    """Make a RUNNING trial's last heartbeat `seconds` old by the database's own clock (the clock
+    the sweep judges by), so that staleness at production intervals (minutes) is tested without
+    waiting for it."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    H = queue.store._table("TrialHeartbeatModel")
+    with queue.store.engine.begin() as conn:
+        now = conn.execute(sa.select(sa.func.now())).scalar()
+        # naive, as the heartbeat column and the sweep's own reading of now() are
+        then = now.replace(tzinfo=None) - dt.timedelta(seconds=seconds)
+        n = conn.execute(sa.update(H).where(H.c.trial_id == trial_id)
+                         .values(heartbeat=then)).rowcount
+    assert n == 1, f"trial {trial_id} has no heartbeat row to backdate"
+
+
 # --- processes for the queue races (module-level so that multiprocessing's spawn can import them) --
 def pop_until_empty(url: str, study: str, start, results) -> None:
-    """Pop and finish trials of `study` until none waits; put the popped numbers on `results`."""
-    import optuna
+    """Pop and finish trials of `study` until none waits; put a report on `results`.
 
-    from wno.platform.queue import StudyQueue
+    The report is put whatever happens (an exception is reported, not raised): a racing process
+    that dies silently would leave the parent waiting instead of saying what went wrong.
+    Report: {"pid", "popped": trial numbers in order, "unfinished": those whose `finish` was
+    refused (someone else had told them), "error": a traceback or None}.
+    """
+    report = {"pid": os.getpid(), "popped": [], "unfinished": [], "error": None}
+    try:
+        import optuna
 
-    queue = StudyQueue(url)
-    # optuna's own load_study: the queue's would parse the spec, which imports torch (slow)
-    optuna_study = optuna.load_study(study_name=study, storage=queue.storage)
-    start.wait()
-    numbers = []
-    while (claim := queue.pop([study], host=f"pid{os.getpid()}", device="cpu")) is not None:
-        numbers.append(claim.number)
-        assert queue.finish(optuna_study, claim, value=float(claim.number), metrics={})
-    results.put(numbers)
+        from wno.platform.queue import StudyQueue
+
+        queue = StudyQueue(url)
+        # optuna's own load_study: the queue's would parse the spec, which imports torch (slow)
+        optuna_study = optuna.load_study(study_name=study, storage=queue.storage)
+        start.wait()
+        while (claim := queue.pop([study], host=f"pid{os.getpid()}", device="cpu")) is not None:
+            report["popped"].append(claim.number)
+            if not queue.finish(optuna_study, claim, value=float(claim.number), metrics={}):
+                report["unfinished"].append(claim.number)
+    except Exception:  # noqa: BLE001 - reported to the parent, which fails the test with it
+        report["error"] = traceback.format_exc()
+    finally:
+        results.put(report)
+
+
+def check_popped_once(reports: list[dict], expected: list[int]) -> None:
+    """Fail the test, naming the trials and processes, unless every number in `expected` was
+    popped by exactly one process and nothing else was popped or refused."""
+    by_trial: dict[int, list[int]] = defaultdict(list)
+    for r in reports:
+        for number in r["popped"]:
+            by_trial[number].append(r["pid"])
+    problems = [f"trial #{n} popped {len(pids)} times (processes {', '.join(map(str, pids))})"
+                for n, pids in sorted(by_trial.items()) if len(pids) > 1]
+    missing = sorted(set(expected) - set(by_trial))
+    if missing:
+        problems.append(f"never popped: {', '.join(f'#{n}' for n in missing)}")
+    extra = sorted(set(by_trial) - set(expected))
+    if extra:
+        problems.append(f"popped but never enqueued (created by popping?): "
+                        f"{', '.join(f'#{n}' for n in extra)}")
+    refused = sorted(n for r in reports for n in r["unfinished"])
+    if refused:
+        problems.append(f"finish refused (told by another process): "
+                        f"{', '.join(f'#{n}' for n in refused)}")
+    problems += [f"process {r['pid']} failed:\n{r['error']}" for r in reports if r["error"]]
+    if problems:
+        pytest.fail("exactly-once violated: " + "; ".join(problems), pytrace=False)
 
 
 def sweep_once(url: str, study: str, start, results) -> None:
@@ -170,7 +231,9 @@ def sweep_once(url: str, study: str, start, results) -> None:
 
 
 def run_in_processes(target, args: tuple, n: int, timeout: float = 120) -> list:
-    """Run `target(*args, start, results)` in `n` spawned processes released at once."""
+    """Run `target(*args, start, results)` in `n` spawned processes released at once; what each
+    put on `results`. A process that exits without putting its result fails the test at once,
+    with its exit code, rather than after `timeout`."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -180,8 +243,29 @@ def run_in_processes(target, args: tuple, n: int, timeout: float = 120) -> list:
         p.start()
     time.sleep(0.5)
     start.set()
-    out = [results.get(timeout=timeout) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0, f"a racing process exited with {p.exitcode}"
+    out: list = []
+    deadline = time.monotonic() + timeout
+    reported = False
+    try:
+        while len(out) < n:
+            try:
+                out.append(results.get(timeout=0.5))
+                continue
+            except queue_module.Empty:
+                pass
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                pytest.fail(f"racing process {dead[0].pid} exited with {dead[0].exitcode} without "
+                            f"reporting ({len(out)} of {n} reported); its traceback is in the "
+                            f"captured stderr", pytrace=False)
+            if time.monotonic() > deadline:
+                pytest.fail(f"{n - len(out)} of {n} racing processes did not report within "
+                            f"{timeout:.0f} s", pytrace=False)
+        reported = True
+    finally:
+        for p in procs:  # after a failure, a process still racing is of no use: stop it
+            p.join(timeout=30 if reported else 1)
+            if p.is_alive():
+                p.kill()
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     return out

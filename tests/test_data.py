@@ -156,18 +156,26 @@ def _check_tiny(train, test):
 
 
 def test_tree_and_zip_give_the_same_images(image_folder, image_zip, tmp_path):
+    """The same files as a folder tree and as a zip give equal splits, images and labels of
+    train and test alike: both splits have 3 images a class in the same label order, so labels
+    alone cannot tell a test split read from the wrong files or in another order."""
     tree_train, tree_test, src1 = D.load_cifar10(image_folder)
     zip_train, zip_test, src2 = D.load_cifar10(image_zip)
     assert src1 == str(image_folder) and src2.endswith("cifar10-jpeg.zip")
     _check_tiny(tree_train, tree_test)
-    assert torch.equal(tree_train.images, zip_train.images)
-    assert torch.equal(tree_test.labels, zip_test.labels)
+    _check_tiny(zip_train, zip_test)
+    assert not torch.equal(tree_train.images, tree_test.images)  # so the checks below can fail
+    for tree, zipped in ((tree_train, zip_train), (tree_test, zip_test)):
+        assert torch.equal(tree.images, zipped.images)
+        assert torch.equal(tree.labels, zipped.labels)
     # a zip whose tree sits under one folder, with another name, is found as well
     other = tmp_path / "other"
     other.mkdir()
     zip_folder(image_folder, other / "my-cifar.zip", prefix="cifar10/")
-    nested_train, _, _ = D.load_cifar10(other)
+    nested_train, nested_test, _ = D.load_cifar10(other)
     assert torch.equal(nested_train.images, zip_train.images)
+    assert torch.equal(nested_test.images, zip_test.images)
+    assert torch.equal(nested_test.labels, zip_test.labels)
 
 
 def test_tree_under_cifar10_subfolder(tmp_path):

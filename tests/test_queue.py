@@ -7,18 +7,22 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 
 import pytest
 
-from platform_helpers import (REPO, TINY, pg_database, pop_until_empty, run_in_processes,  # noqa: F401
-                              storage_url, sweep_once, trials, unique)
+from platform_helpers import (REPO, TINY, backdate_heartbeat, check_popped_once,  # noqa: F401
+                              pg_database, pop_until_empty, run_in_processes, storage_url,
+                              sweep_once, trials, unique)
 from wno.cli.common import Unavailable, UserError
 from wno.platform import schema
 from wno.base.errors import one_line
-from wno.platform.queue import STORED_ERROR_LIMIT, StudyQueue, grace
+from wno.platform.queue import STORED_ERROR_LIMIT, StudyQueue
 from wno.platform.spec import parse_spec
+
+# Silent for longer than a lost worker's trials may be (four 15 s heartbeat intervals; the rule
+# itself is pinned in test_queue_timing.py): backdated in the database, not waited for.
+LOST_FOR = 65.0
 
 
 def grid_spec(name: str, n_seeds: int = 2, **grid) -> object:
@@ -85,7 +89,7 @@ def test_dry_run_and_refusals_write_nothing(storage_url):
     assert spec.name not in {s.name for s in q.summaries()}
     # a study whose direction differs cannot be updated into place
     q.create(spec)
-    flipped = parse_spec({**spec.to_dict(), "objective": {"metric": "test_loss",
+    flipped = parse_spec({**spec.to_dict(), "objective": {"metric": "final_val_acc",
                                                           "direction": "minimize"}})
     with pytest.raises(UserError, match="needs a new name"):
         q.create(flipped, update=True)
@@ -126,13 +130,159 @@ def test_racing_processes_pop_each_trial_exactly_once(storage_url):
     q = StudyQueue(storage_url, create=True)
     spec = grid_spec(unique(), n_seeds=10, lr=[1e-3, 2e-3, 3e-3, 4e-3])  # 40 + 10 trials
     q.create(spec)
-    popped = run_in_processes(pop_until_empty, (storage_url, spec.name), n=4)
-    numbers = [n for per_process in popped for n in per_process]
-    assert sorted(numbers) == list(range(len(spec.plan)))  # each once, none missing
-    assert sum(1 for p in popped if p) >= 2, "the processes did not race"
+    reports = run_in_processes(pop_until_empty, (storage_url, spec.name), n=4)
+    check_popped_once(reports, list(range(len(spec.plan))))  # names a trial popped twice
+    assert sum(1 for r in reports if r["popped"]) >= 2, "the processes did not race"
     stored = trials(storage_url, spec.name)
     assert len(stored) == len(spec.plan)  # no trial was created by popping
     assert all(t.state.name == "COMPLETE" and t.value == t.number for t in stored)
+
+
+def test_the_race_check_names_a_trial_popped_twice():
+    """What the racing test says when exactly-once breaks: the trial popped twice and by whom,
+    at once (before, a process that popped a trial twice died on its refused `finish` and the
+    test waited 120 s on its missing result, then failed without naming the trial)."""
+    reports = [{"pid": 11, "popped": [0, 2], "unfinished": [], "error": None},
+               {"pid": 12, "popped": [1, 2], "unfinished": [2], "error": None}]
+    with pytest.raises(pytest.fail.Exception,
+                       match=r"trial #2 popped 2 times \(processes 11, 12\).*never popped: #3"
+                             r".*finish refused.*#2"):
+        check_popped_once(reports, [0, 1, 2, 3])
+    check_popped_once(reports[:1] + [{**reports[1], "popped": [1], "unfinished": []}], [0, 1, 2])
+
+
+@pytest.fixture
+def dropped_after(storage_url):
+    """Names of studies to delete after the test, passed or not: the PostgreSQL database is
+    shared by the module, and trials left WAITING would reach other tests' `pop()`."""
+    names: list[str] = []
+    yield names
+    q = StudyQueue(storage_url)
+    for name in names:
+        try:
+            q.delete(name)
+        except UserError:  # never created
+            pass
+
+
+def _rival_claims(store, conn, trial_id: int) -> None:
+    """Another pop's claim of `trial_id`, written as plain SQL (not through the code under test):
+    WAITING -> RUNNING with a heartbeat, as a winning pop leaves it."""
+    import sqlalchemy as sa
+    from optuna.trial import TrialState
+
+    T, H = store._table("TrialModel"), store._table("TrialHeartbeatModel")
+    assert conn.execute(sa.update(T).where(T.c.trial_id == trial_id)
+                        .values(state=TrialState.RUNNING)).rowcount == 1
+    conn.execute(sa.insert(H).values(trial_id=trial_id, heartbeat=sa.func.now()))
+
+
+def _lose_first_race(monkeypatch, store) -> list[int]:
+    """Make `store`'s next pop lose the trial it read: between its read of a WAITING trial and
+    its conditional write, a rival pop claims that trial and commits first.
+
+    Both pops have then read the same WAITING trial before either wrote. The engine's own locks
+    (SQLite's BEGIN IMMEDIATE, PostgreSQL's FOR UPDATE) keep a rival on another connection from
+    writing there, so the rival writes through the popping transaction's connection: what is
+    left to prevent the double pop is the conditional UPDATE and its row count, the mechanism
+    under test. Returns the ids of the trials lost this way."""
+    from wno.platform.storage import Store
+
+    claim, lost = Store._claim, []
+
+    def racing_claim(self, conn, trial_id):
+        if self is store and not lost:
+            lost.append(trial_id)
+            _rival_claims(self, conn, trial_id)
+        return claim(self, conn, trial_id)
+
+    monkeypatch.setattr(Store, "_claim", racing_claim)
+    return lost
+
+
+def test_a_pop_that_loses_its_trial_between_read_and_write_takes_the_next(storage_url, monkeypatch,
+                                                                          dropped_after):
+    """Exactly-once as a mechanism: two pops read the same WAITING trial, the rival writes first;
+    this pop's conditional UPDATE must match no row, so it neither returns nor re-claims that
+    trial and moves on to the next one. Fails when the UPDATE drops `state = 'WAITING'` or the
+    row count is not checked (the trial is popped twice), or when a lost race ends the pop."""
+    q = StudyQueue(storage_url, create=True)
+    spec = grid_spec(unique(), n_seeds=1)
+    dropped_after.append(spec.name)
+    q.create(spec)
+    lost = _lose_first_race(monkeypatch, q.store)
+    claim = q.pop([spec.name], host="this-pop")
+    (lost_id,) = lost
+    assert claim is not None, "a pop that lost a race must take the next waiting trial"
+    assert claim.trial_id != lost_id, f"trial {lost_id} was popped twice"
+    by_id = {t._trial_id: t for t in trials(storage_url, spec.name)}
+    assert claim.number == by_id[lost_id].number + 1  # the next one, oldest first
+    assert by_id[lost_id].state.name == "RUNNING"
+    assert by_id[lost_id].user_attrs.get(schema.HOST) is None  # the rival's, not this pop's
+    assert by_id[claim.trial_id].user_attrs[schema.HOST] == "this-pop"
+    assert states(storage_url, spec.name) == {"RUNNING": 2, "WAITING": len(spec.plan) - 2}
+
+
+def test_a_pop_that_loses_the_last_trial_gets_nothing(storage_url, monkeypatch, dropped_after):
+    """The same race over the only waiting trial: this pop returns None, and no trial is created
+    or claimed twice."""
+    q = StudyQueue(storage_url, create=True)
+    name = unique()
+    dropped_after.append(name)
+    q.create(parse_spec({"name": name, "base": dict(TINY), "grid": {"lr": [1e-3]}, "seeds": 1}))
+    lost = _lose_first_race(monkeypatch, q.store)
+    assert q.pop([name], host="this-pop") is None
+    assert len(lost) == 1
+    (only,) = trials(storage_url, name)
+    assert only.state.name == "RUNNING" and schema.HOST not in only.user_attrs
+
+
+def test_a_pop_paused_between_read_and_write_keeps_its_trial_from_another(storage_url, monkeypatch,
+                                                                          dropped_after):
+    """Two real pops on their own connections, the first paused after reading its trial and
+    before writing it while the second pops: each gets a different trial, the second the next
+    one, not nothing.
+
+    On PostgreSQL the second pop skips the row the first holds (FOR UPDATE SKIP LOCKED) and
+    returns while the first is still paused: many workers do not queue up behind one row.
+    Catches a pop without SKIP LOCKED, which waits for the first to commit. On SQLite the second
+    waits for the first's write lock (BEGIN IMMEDIATE) by design: one writer at a time."""
+    from wno.platform.storage import Store
+
+    q, other = StudyQueue(storage_url, create=True), StudyQueue(storage_url)
+    spec = grid_spec(unique(), n_seeds=1)
+    dropped_after.append(spec.name)
+    q.create(spec)
+    claim, got = Store._claim, {}
+    postgres = q.store.engine.dialect.name == "postgresql"
+
+    def second_pop():
+        got["claim"] = other.pop([spec.name], host="second")
+
+    def paused_claim(self, conn, trial_id):
+        if self is q.store and "thread" not in got:
+            got["thread"] = threading.Thread(target=second_pop)
+            got["thread"].start()
+            # PostgreSQL: a deadlock guard, the second pop returns at once when it skips the
+            # locked row. SQLite: it cannot get past BEGIN IMMEDIATE until this transaction ends.
+            got["thread"].join(timeout=60 if postgres else 1)
+            got["returned_while_paused"] = not got["thread"].is_alive()
+        return claim(self, conn, trial_id)
+
+    monkeypatch.setattr(Store, "_claim", paused_claim)
+    first = q.pop([spec.name], host="first")
+    got["thread"].join(timeout=120)
+    assert not got["thread"].is_alive(), "the second pop never returned"
+    if postgres:
+        assert got["returned_while_paused"], \
+            "the second pop waited for the row the first held (FOR UPDATE without SKIP LOCKED?)"
+    second = got["claim"]
+    assert first is not None and second is not None, "one pop found the queue empty"
+    assert {first.number, second.number} == {0, 1}, (first.number, second.number)
+    by_number = {t.number: t for t in trials(storage_url, spec.name)}
+    assert by_number[first.number].user_attrs[schema.HOST] == "first"
+    assert by_number[second.number].user_attrs[schema.HOST] == "second"
+    assert states(storage_url, spec.name) == {"RUNNING": 2, "WAITING": len(spec.plan) - 2}
 
 
 def test_a_grid_queue_never_creates_trials(storage_url):
@@ -205,9 +355,9 @@ def test_stale_trials_are_failed_and_retried_exactly_once(storage_url):
     q = StudyQueue(storage_url, create=True)
     spec = grid_spec(unique(), n_seeds=1)
     q.create(spec)
-    lost = q.pop([spec.name], host="dead-host", heartbeat_interval=0.5)
-    worn = q.pop([spec.name], host="dead-host", heartbeat_interval=0.5)
-    alive = q.pop([spec.name], host="live-host", heartbeat_interval=0.5)
+    lost = q.pop([spec.name], host="dead-host", heartbeat_interval=15)
+    worn = q.pop([spec.name], host="dead-host", heartbeat_interval=15)
+    alive = q.pop([spec.name], host="live-host", heartbeat_interval=15)
     q.set_user_attrs(lost.trial_id, {schema.MLFLOW_RUN: "run-123"})
     # `worn` has already been retried as often as allowed
     q.storage.set_trial_system_attr(worn.trial_id, "retry_history", [90, 91, 92])
@@ -221,7 +371,8 @@ def test_stale_trials_are_failed_and_retried_exactly_once(storage_url):
     beating = threading.Thread(target=keep_alive)
     beating.start()
     try:
-        time.sleep(grace(0.5) + 1.5)
+        for dead in (lost, worn):
+            backdate_heartbeat(q, dead.trial_id, LOST_FOR)
         results = run_in_processes(sweep_once, (storage_url, spec.name), n=3)
     finally:
         stop.set()
@@ -254,8 +405,8 @@ def test_status_sweeps_and_shows_running_failed_and_retried(storage_url):
     q.finish(study, done, value=0.7, metrics={"best_val_acc": 0.7})
     broken = q.pop([spec.name])
     q.fail(broken.trial_id, "RuntimeError: boom at postgresql://u:secret@db/x")
-    lost = q.pop([spec.name], heartbeat_interval=0.5)
-    time.sleep(grace(0.5) + 1.5)
+    lost = q.pop([spec.name], heartbeat_interval=15)
+    backdate_heartbeat(q, lost.trial_id, LOST_FOR)
     st = q.status(spec.name)
     assert st.planned == len(spec.plan) and st.done == 1
     assert [n for n, _ in st.retried_now] == [lost.number]

@@ -363,6 +363,112 @@ def test_a_study_run_by_a_worker_is_one_run_per_trial(tmp_path, local_store, mon
     assert exp.tags["mlflow.note.content"] == "kernel on/off against ViT"
 
 
+# --- a retried trial finds its run: by the stored id, else by its tags -----------------------------------
+def _trial_run_setup(store: str, stored: str | None = None):
+    """A trial's RunTarget on `store` (run id `stored` kept on the trial, if any), with its
+    study's experiment created; (target, client, experiment id)."""
+    config = TrainConfig(dataset="synthetic", model_size="micro")
+    attrs = {schema.CONFIG_HASH: config.config_hash(), schema.SEED: 0, schema.GROUP: "lr=0.001",
+             schema.ROLE: schema.ROLE_MODEL}
+    if stored is not None:
+        attrs[schema.MLFLOW_RUN] = stored
+    target = tracking.trial_target(study=f"s-{uuid.uuid4().hex[:8]}", number=5, trial_id=50,
+                                   attrs=attrs, config=config, storage_url="sqlite:///o.db",
+                                   host="h", device="cpu", tracking_uri=store)
+    client = client_for(store)
+    return target, client, tracking.ensure_experiment(client, target.experiment,
+                                                      tracking.artifact_root(store))
+
+
+def _tagged_runs(client, exp_id: str, identity: dict, n: int) -> list[str]:
+    """`n` runs carrying the trial's identity tags, oldest first (start times a minute apart, so
+    that the tag search, which takes the oldest, is deterministic)."""
+    now = int(time.time() * 1000)
+    return [client.create_run(exp_id, start_time=now - 60_000 * (n - i), tags=identity)
+            .info.run_id for i in range(n)]
+
+
+def _open(target, monkeypatch) -> tuple[str | None, list[str], list[dict]]:
+    """Open the trial's tracker as a worker does; (run id, ids it announced for the trial,
+    tag searches it made)."""
+    from wno.platform.tracking import tracker as tracker_module
+
+    searches, announced = [], []
+    search = tracker_module.find_run
+
+    def spy(client, experiment_id, identity):
+        searches.append(dict(identity))
+        return search(client, experiment_id, identity)
+
+    monkeypatch.setattr(tracker_module, "find_run", spy)
+    tracker = tracking.MlflowTracker(target, managed=True, on_run_id=announced.append,
+                                     system_metrics=False)
+    try:
+        return tracker.open(), announced, searches
+    finally:
+        tracker.close(None)
+
+
+def test_a_retried_trial_continues_the_run_whose_id_it_stored(local_store, monkeypatch):
+    """Two runs carry the trial's identity tags; the tag search would take the older one. The
+    trial stored the newer one's id: that run is continued, without searching.
+
+    Catches: a tracker that ignores the stored id (the tag search usually finds the same run,
+    which is why the worker tests cannot tell), or searches first and prefers what it finds."""
+    target, client, exp_id = _trial_run_setup(local_store)
+    older, newer = _tagged_runs(client, exp_id, target.identity, 2)
+    assert tracking.find_run(client, exp_id, target.identity).info.run_id == older
+    target.run_id = newer
+    run_id, announced, searches = _open(target, monkeypatch)
+    assert run_id == newer and announced == [newer]
+    assert searches == [], "searched by tags although the trial holds a usable run id"
+    assert client.get_run(older).data.tags.get("wno.attempts") is None  # left alone
+    assert client.get_run(newer).data.tags["wno.attempts"] == "1"
+
+
+def test_a_trial_without_a_stored_run_id_finds_its_run_by_tags(local_store, monkeypatch):
+    """No run id on the trial (it died before storing it): the run is found by the identity tags
+    (study, config hash), the oldest when several match, and its id is stored on the trial."""
+    target, client, exp_id = _trial_run_setup(local_store)
+    older, _ = _tagged_runs(client, exp_id, target.identity, 2)
+    assert target.run_id is None
+    run_id, announced, searches = _open(target, monkeypatch)
+    assert run_id == older and announced == [older]
+    assert searches == [target.identity]
+
+
+def test_a_stored_run_id_of_a_deleted_run_is_not_continued(local_store, monkeypatch):
+    """The trial's run was deleted in MLflow (by a user, or replaced by wno): a retry neither
+    writes into it nor restores it. It continues in an active run, and the trial learns that
+    run's id."""
+    target, client, exp_id = _trial_run_setup(local_store)
+    (gone,) = _tagged_runs(client, exp_id, target.identity, 1)
+    client.delete_run(gone)
+    target.run_id = gone
+    run_id, announced, _ = _open(target, monkeypatch)
+    assert run_id is not None and run_id != gone
+    assert announced == [run_id]
+    assert client.get_run(run_id).info.lifecycle_stage == "active"
+    deleted = client.get_run(gone)
+    assert deleted.info.lifecycle_stage == "deleted"
+    assert "wno.attempts" not in deleted.data.tags
+
+
+def test_a_stored_run_id_of_a_deleted_run_is_reported(local_store, monkeypatch, caplog):
+    """What the worker's log says when the trial's stored run is deleted: that run's id, that it
+    is deleted, and that MLflow can restore it; otherwise a user who restores the run later
+    finds two runs for one trial and no word of why."""
+    caplog.set_level(logging.WARNING, logger="wno.platform.tracking")
+    target, client, exp_id = _trial_run_setup(local_store)
+    (gone,) = _tagged_runs(client, exp_id, target.identity, 1)
+    client.delete_run(gone)
+    target.run_id = gone
+    run_id, _, _ = _open(target, monkeypatch)
+    said = [r.getMessage() for r in caplog.records if gone in r.getMessage()]
+    assert said, "nothing logged about the deleted run"
+    assert "deleted" in said[0] and "restore" in said[0]
+
+
 # --- the background sender, with real threads ---------------------------------------------------------
 def _outbox(calls, **kw):
     return sender.Outbox("t", lambda ops: calls.append([op.what for op in ops]),

@@ -181,10 +181,12 @@ class MlflowTracker(Callback):
                 if not permanent(e):
                     raise
                 run = None
-            if (run is not None and run.info.lifecycle_stage == "active"
-                    and run.data.tags.get(f"{TAG}config_hash") == t.identity.get(
-                        f"{TAG}config_hash")):
+            why = _not_continued(run, t)
+            if why is None:
                 return run
+            log.warning("mlflow: run %s, stored on the trial, %s; %s", t.run_id, why,
+                        "continuing in the run the trial's tags find, else a new one" if t.find
+                        else "starting a new run")
         return find_run(client, self.experiment_id, t.identity) if t.find else None
 
     def _attempt_tags(self, existing: dict[str, str]) -> dict[str, str]:
@@ -454,6 +456,21 @@ class MlflowTracker(Callback):
                 self.client.set_terminated(self._run_id(), status)
 
         self._put(f"ending the run ({status or 'status unchanged'})", end)
+
+
+def _not_continued(run, target: RunTarget) -> str | None:
+    """Why the run stored on a trial cannot be continued (None: it can)."""
+    if run is None:
+        return f"is not in {mask_url(target.tracking_uri)}"
+    if run.info.lifecycle_stage != "active":
+        successor = run.data.tags.get(f"{TAG}replaced_by")
+        if successor:
+            return f"was replaced by run {successor} and deleted (its checkpoint was gone)"
+        return (f"is deleted in MLflow (`mlflow runs restore --run-id {run.info.run_id}` "
+                f"brings it back)")
+    if run.data.tags.get(f"{TAG}config_hash") != target.identity.get(f"{TAG}config_hash"):
+        return "belongs to another configuration"
+    return None
 
 
 def _epoch_metrics(m: EpochMetrics) -> list:
