@@ -224,6 +224,78 @@ def test_resolve_path():
         resolve_path("blocky", "cpu")
 
 
+# --- auto: measured once per machine, torch version and shape ----------------------------------------
+def _auto(tmp_path, monkeypatch, seconds: dict[str, float]):
+    """An `auto` KernelAttention whose timings are `seconds` (the measuring is faked, so the
+    test pins the choosing and caching, not this machine's speed); returns it and the calls."""
+    from wno.model import path_choice
+
+    monkeypatch.setenv("WNO_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(path_choice.ENV_AUTOTUNE, raising=False)
+    calls: list[str] = []
+    ka = KernelAttention(WaveletAttentionKernel(_meta(2), 2), "auto", num_heads=2, head_dim=8)
+
+    def fake_step(path, device, shape):
+        def step():
+            calls.append(path)
+        return step
+
+    monkeypatch.setattr(ka, "_attention_step", fake_step)
+    monkeypatch.setattr(path_choice, "_time", lambda step: (step(), seconds[calls[-1]])[1])
+    return ka, calls
+
+
+@pytest.mark.parametrize("faster", ["fused", "sparse"])
+def test_auto_takes_the_path_measured_faster_on_this_cpu_and_remembers_it(tmp_path, monkeypatch,
+                                                                          faster):
+    import json
+
+    from wno.model import path_choice
+
+    slower = {"fused": "sparse", "sparse": "fused"}[faster]
+    ka, calls = _auto(tmp_path, monkeypatch, {faster: 0.1, slower: 0.3})
+    assert ka.resolve("cpu", batch=8) == faster and sorted(calls) == ["fused", "sparse"]
+    assert ka.resolve("cpu", batch=8) == faster and len(calls) == 2  # remembered in the module
+    stored = json.loads(path_choice.cache_file().read_text())
+    (key,) = [k for k in stored if not k.endswith("seconds")]
+    assert stored[key] == faster and f"torch {torch.__version__}" in key and "B=8 H=2" in key
+    assert path_choice.cpu_name() in key
+    # A new process (a fresh module) reads the file instead of measuring again ...
+    again, calls2 = _auto(tmp_path, monkeypatch, {faster: 9.0, slower: 0.1})
+    assert again.resolve("cpu", batch=8) == faster and calls2 == []
+    # ... but another shape (batch) or torch version is measured anew.
+    assert again.resolve("cpu", batch=4) == slower and len(calls2) == 2
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    third, calls3 = _auto(tmp_path, monkeypatch, {faster: 9.0, slower: 0.1})
+    assert third.resolve("cpu", batch=8) == slower and len(calls3) == 2
+
+
+def test_auto_uses_the_rule_when_told_or_on_cuda_and_survives_a_damaged_cache(tmp_path,
+                                                                            monkeypatch):
+    from wno.model import path_choice
+
+    ka, calls = _auto(tmp_path, monkeypatch, {"fused": 0.1, "sparse": 0.3})
+    monkeypatch.setenv(path_choice.ENV_AUTOTUNE, "0")
+    rule = resolve_path("auto", "cpu", ka.sparse_layout.gathered_fraction)
+    assert ka.resolve("cpu", batch=8) == rule and calls == []
+    assert ka.resolve("cuda", batch=8) == "flex" and calls == []
+    monkeypatch.setenv(path_choice.ENV_AUTOTUNE, "1")
+    path_choice.cache_file().write_text("{not json")
+    assert ka.resolve("cpu", batch=8) == "fused" and len(calls) == 2
+    fixed = KernelAttention(ka.kernel, "dense")
+    assert fixed.resolve("cpu", batch=8) == "dense"  # an explicit path is never measured
+
+
+def test_measuring_leaves_the_kernels_parameters_without_gradients(tmp_path, monkeypatch):
+    from wno.model import path_choice
+
+    monkeypatch.setenv("WNO_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(path_choice.ENV_AUTOTUNE, raising=False)
+    ka = KernelAttention(WaveletAttentionKernel(_meta(2), 2), "auto", num_heads=2, head_dim=8)
+    assert ka.resolve("cpu", batch=2) in ("fused", "sparse")
+    assert all(p.grad is None for p in ka.parameters())
+
+
 def test_kernel_off_attention_is_plain_sdpa():
     from wno.model.wmsa import WaveletMultiScaleAttention
 

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wno.base.variants import ATTENTION_PATHS
+from wno.model import path_choice
 from wno.model.attention_kernel import N_ORIENT, KernelTables, WaveletAttentionKernel, log_wendland
 
 PATHS = ATTENTION_PATHS  # dense, fused, sparse, flex (auto picks one per device)
@@ -43,11 +44,12 @@ SPARSE_MAX_GATHERED = 0.5
 
 def resolve_path(path: str, device: torch.device | str,
                  gathered_fraction: float | None = None) -> str:
-    """The attention path `path` runs as on `device`.
+    """The attention path `path` runs as on `device`, by rule (no measurement).
 
     `auto` -> flex on CUDA; on CPU sparse when its layout gathers at most SPARSE_MAX_GATHERED of
-    the key blocks (`SparseLayout.gathered_fraction`), else fused. Every path computes the same
-    attention (tests/test_attention.py), so this is a speed choice only.
+    the key blocks (`SparseLayout.gathered_fraction`), else fused. `KernelAttention.resolve`
+    measures instead on CPU (`wno.model.path_choice`). Every path computes the same attention
+    (tests/test_attention.py), so this is a speed choice only.
     """
     if path != "auto":
         if path not in PATHS:
@@ -378,16 +380,47 @@ class KernelAttentionBias:
 class KernelAttention(nn.Module):
     """Owns the kernel and the static structures of every path; builds the per-forward bias."""
 
-    def __init__(self, kernel: WaveletAttentionKernel, path: str = "auto"):
+    def __init__(self, kernel: WaveletAttentionKernel, path: str = "auto", num_heads: int = 1,
+                 head_dim: int = 32):
         super().__init__()
         if path != "auto" and path not in PATHS:
             raise ValueError(f"attention path {path!r} is not one of auto, {', '.join(PATHS)}")
         self.kernel, self.path = kernel, path
+        self.num_heads, self.head_dim = num_heads, head_dim
         self.sparse_layout = SparseLayout(kernel)
         self._static: dict[tuple[str, str], object] = {}  # (what, device): built once per device
+        self._chosen: dict[tuple[str, int], str] = {}  # (device, batch) -> path, for `auto`
 
-    def build(self, device: torch.device) -> KernelAttentionBias:
-        path = resolve_path(self.path, device, self.sparse_layout.gathered_fraction)
+    def resolve(self, device: torch.device | str, batch: int = 32) -> str:
+        """The path this attention runs on `device` for batches of `batch`: the one asked for,
+        else (`auto`) on CPU the faster of fused and sparse as measured once on this machine
+        (`wno.model.path_choice`), on CUDA FlexAttention."""
+        device = torch.device(device)
+        if self.path != "auto" or device.type != "cpu" or not path_choice.autotune_enabled():
+            return resolve_path(self.path, device, self.sparse_layout.gathered_fraction)
+        if (str(device), batch) not in self._chosen:
+            shape = (batch, self.num_heads, self.kernel.level.numel(), self.head_dim)
+            self._chosen[str(device), batch] = path_choice.choose(
+                {p: self._attention_step(p, device, shape) for p in ("fused", "sparse")},
+                path_choice.key(shape, self.sparse_layout.gathered_fraction))
+        return self._chosen[str(device), batch]
+
+    def _attention_step(self, path: str, device: torch.device, shape: tuple[int, ...]):
+        """One forward and backward of attention on `path` with random q, k, v of `shape`; the
+        kernel's parameters take no part in the backward (they get no gradient from a timing)."""
+        def step() -> None:
+            with torch.no_grad():
+                bias = self._bias(path, device)
+            with torch.enable_grad():
+                q, k, v = (torch.randn(shape, device=device, requires_grad=True) for _ in range(3))
+                bias.attend(q, k, v).sum().backward()
+
+        return step
+
+    def build(self, device: torch.device, batch: int = 32) -> KernelAttentionBias:
+        return self._bias(self.resolve(device, batch), device)
+
+    def _bias(self, path: str, device: torch.device) -> KernelAttentionBias:
         if path == "fused":
             return self._fused(device)
         if path == "sparse":

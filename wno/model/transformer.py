@@ -54,7 +54,8 @@ class WaveletTransformer(nn.Module):
                                                          resolution=float(image_size))
         self.kernel_attention = (
             KernelAttention(WaveletAttentionKernel(meta, n_levels, kernel_radius,
-                                                   kernel_scale_bandwidth), attention)
+                                                   kernel_scale_bandwidth), attention,
+                            num_heads, embed_dim // num_heads)
             if use_kernel else None)
         self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, dropout, drop_path)
         self.norm = nn.LayerNorm(embed_dim)
@@ -73,7 +74,8 @@ class WaveletTransformer(nn.Module):
         """(B, C, H, W) images -> ((B, N, D) token features, per-token metadata)."""
         tokens = self.tokenizer(self.transform(x))  # (B, N, D)
         tokens = tokens + self.pos_encoding()
-        bias = self.kernel_attention.build(x.device) if self.kernel_attention else None
+        bias = (self.kernel_attention.build(x.device, batch=x.shape[0])
+                if self.kernel_attention else None)
         for block in self.blocks:
             tokens = block(tokens, bias)
         return self.norm(tokens), self.meta

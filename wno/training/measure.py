@@ -62,15 +62,16 @@ def _attention_layout(model: nn.Module) -> tuple[int, int, int]:
     return n, pairs, len(model.blocks) * model.head.in_features
 
 
-def _executed_attention(model: nn.Module, device: torch.device) -> tuple[int, str]:
+def _executed_attention(model: nn.Module, device: torch.device, batch: int
+                        ) -> tuple[int, str]:
     """(forward FLOPs of attention as the device's path computes it, the path's name)."""
-    from wno.model.attention_paths import flex_block_mask, resolve_path
+    from wno.model.attention_paths import flex_block_mask
 
     n, _, layers_x_dim = _attention_layout(model)
     ka = getattr(model, "kernel_attention", None)
     if ka is None:
         return _pair_flops(layers_x_dim) * n * n, "sdpa"
-    path = resolve_path(ka.path, device, ka.sparse_layout.gathered_fraction)
+    path = ka.resolve(device, batch)
     heads = model.blocks[0].attn.num_heads
     features = ka.kernel.token_features()[0].shape[1]  # channels appended to q and k per head
     if path == "sparse":
@@ -130,7 +131,8 @@ def model_cost(model: nn.Module, config=None, image_size: int = 32, in_channels:
     other = sum(count for op, count in counter.get_flop_counts()["Global"].items()
                 if not any(s in str(op) for s in _SDPA_OPS))
     flops = int(other + _pair_flops(layers_x_dim) * pairs)
-    executed, path = _executed_attention(model, device)
+    executed, path = _executed_attention(model, device,
+                                         config.batch_size if config is not None else 32)
     return ModelCost(count_params(model), flops, tokens, pairs, 3 * flops,
                      int(other + executed), path)
 
