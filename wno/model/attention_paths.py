@@ -398,6 +398,7 @@ class KernelAttention(nn.Module):
         device = torch.device(device)
         if self.path != "auto" or device.type != "cpu" or not path_choice.autotune_enabled():
             return resolve_path(self.path, device, self.sparse_layout.gathered_fraction)
+        batch = min(batch, path_choice.MAX_BATCH)  # both paths scale alike past a few images
         if (str(device), batch) not in self._chosen:
             shape = (batch, self.num_heads, self.kernel.level.numel(), self.head_dim)
             self._chosen[str(device), batch] = path_choice.choose(

@@ -29,6 +29,10 @@ import torch
 ENV_AUTOTUNE = "WNO_ATTENTION_AUTOTUNE"
 CACHE_NAME = "attention-paths.json"
 REPEATS = 3
+# Batches larger than this are timed at this size: both paths' cost grows linearly with the batch
+# (every image is a batch of heads to them), and a full batch of 128 would cost gigabytes and
+# tens of seconds on a CPU just to choose.
+MAX_BATCH = 16
 
 
 def cache_file() -> Path:
