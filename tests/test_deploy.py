@@ -1044,3 +1044,79 @@ def test_mlflow_server_runs_as_compose_configures_it(tmp_path):
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
             log.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/gpu_check.sh: the prepared GPU run, dry-run here (no CUDA: synthetic, micro models)
+
+GPU_CHECK_OUT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")  # what the device tool brings back
+
+
+def _gpu_check(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, Path, str]:
+    out = tmp_path / "out"
+    full = {**os.environ, "OUT": str(out), "WORK": str(tmp_path / "work"), "DRY_RUN": "1", **env}
+    run = subprocess.run(["bash", str(GPU_CHECK)], cwd=ROOT, env=full, capture_output=True,
+                         text=True, timeout=900)
+    log = (out / "gpu_check.log").read_text() if (out / "gpu_check.log").exists() else ""
+    return run, out, log
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_returns_the_stores_a_report_is_built_from(tmp_path, wno_cmd):
+    """The whole script on CPU: every step runs, a 6-trial study (W-MSA kernel on/off vs ViT, 2
+    seeds) trains with two concurrent workers, and what comes back obeys the device tool's limits
+    (at most 8 plain files, simple names, 16 MiB each) and is enough to build the report."""
+    recorded = (ROOT / "benchmarks" / "gpu_results.json").read_bytes()
+    run, out, log = _gpu_check(tmp_path, PYTHON=sys.executable)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    for header in ("== 0.", "== 1.", "== 2.", "== 3.", "== 4.", "== done (status 0)"):
+        assert header in log
+    assert "nothing to install" in log  # this environment has every dependency
+    files = sorted(p.name for p in out.iterdir())
+    assert set(files) == {"gpu_check.log", "workers.log", "plan.json", "status.json",
+                          "optuna.db", "mlflow.db"}
+    assert len(files) <= 8 and all(GPU_CHECK_OUT_NAME.match(f) for f in files)
+    assert all((out / f).is_file() and (out / f).stat().st_size < 16 * 2**20 for f in files)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["epochs"] >= 1 and set(plan["images_per_s"]) == {"kernel on", "kernel off", "vit"}
+    status = json.loads((out / "status.json").read_text())
+    assert status["counts"] == {"COMPLETE": 6}
+    # the report, from the returned stores alone (as on a CPU machine after the GPU run)
+    report = subprocess.run([*wno_cmd, "report", "--study", "gpu-dry", "--storage",
+                             f"sqlite:///{out / 'optuna.db'}", "--tracking-uri",
+                             f"sqlite:///{out / 'mlflow.db'}", "--format", "md", "--out", "-"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert "6 of 6 trials complete" in report.stdout and "vit" in report.stdout
+    # nothing written into the checkout (a dry run measures nothing worth recording)
+    assert (ROOT / "benchmarks" / "gpu_results.json").read_bytes() == recorded
+
+
+def _bare_python(tmp_path: Path) -> str:
+    """A python with the standard library only (no torch, no wno dependencies)."""
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")],
+                   check=True)
+    return str(tmp_path / "bare" / "bin" / "python")
+
+
+def test_gpu_check_without_dependencies_or_bundle_says_how_to_build_one(tmp_path):
+    run, out, log = _gpu_check(tmp_path, PYTHON=_bare_python(tmp_path),
+                               WNO_BUNDLE=str(tmp_path / "none"))
+    assert run.returncode == 3
+    assert "lacks wno's dependencies and there is no bundle" in log
+    assert "wno bundle build --out" in log and "== 1." not in log
+
+
+def test_gpu_check_stops_on_a_refused_bundle(tmp_path):
+    """The installer's refusal (here a damaged wheel) ends the run with its exit code before
+    any step runs, and nothing is installed."""
+    from offline_helpers import tiny_bundle
+
+    bundle = tiny_bundle(tmp_path / "bundle", tmp_path / "built")
+    wheel = next((bundle / "wheels").glob("tinya-*.whl"))
+    wheel.write_bytes(wheel.read_bytes()[:-10])
+    run, out, log = _gpu_check(tmp_path, PYTHON=_bare_python(tmp_path), WNO_BUNDLE=str(bundle),
+                               SITE=str(tmp_path / "site"))
+    assert run.returncode == 2, log
+    assert "does not match its sha256" in log and "the bundle was refused (exit 2)" in log
+    assert "== 1." not in log and not (tmp_path / "site").exists()

@@ -14,8 +14,11 @@ Sources for `cifar10`, looked up in the data directory in this order:
   2. an ImageFolder tree: `train/<class>/*.jpg|png` and `test/<class>/*` (in the data directory,
      or in `cifar10/` or `cifar10-jpeg/` under it);
   3. a zip of such a tree (`cifar10-jpeg.zip`, `cifar10.zip`, or any zip holding `train/`+`test/`);
-  4. a download through torchvision, when the machine is online and the directory writable.
-Trees and zips are decoded once and cached as uint8 tensors (see `cache_dir`).
+  4. image sheets (`wno.training.sheets`, written by `wno data pack`): `cifar10-sheets/sheets.json`,
+     or a data directory that is itself a sheet set; the compact copy for offline machines;
+  5. a download through torchvision, when the machine is online and the directory writable.
+Trees, zips and sheets are decoded once and cached as uint8 tensors (see `cache_dir`; a sheet
+set's cache goes beside it, never into it, so the folder stays the size it was packed at).
 
 One concern, a little over 500 lines: a data set's pixels, from wherever they are, as tensors on
 the training device and the batches drawn from them; the facts about each data set (sizes,
@@ -249,7 +252,44 @@ def load_cifar10(data_dir: str | Path) -> tuple[Split, Split, str]:
     zips = _find_zips(data_dir)
     if zips:
         return (*_cached(zips[0], _read_zip), str(zips[0]))
+    from wno.training import sheets
+
+    manifest = sheets.find_manifest(data_dir)
+    if manifest is not None:
+        return (*_cached(manifest, _read_sheets, cache=_sheets_cache(data_dir, manifest.parent)),
+                str(manifest.parent))
+    partial = sheets.is_partial(data_dir)
+    if partial is not None:
+        raise DataError(f"{partial} holds image sheets but no {sheets.MANIFEST}: a partial copy; "
+                        "copy the whole folder, or write it again with `wno data pack`")
     return (*_download_or_explain(data_dir), str(data_dir / "cifar-10-batches-py"))
+
+
+def _sheets_cache(data_dir: Path, folder: Path) -> Path:
+    """Where a sheet set's decoded cache goes: beside the set, never inside it, so the folder stays
+    the size it was packed at and can be copied to an offline machine as it is."""
+    if folder != data_dir:
+        return cache_dir(data_dir)
+    if os.environ.get(ENV_CACHE_DIR):
+        return Path(os.environ[ENV_CACHE_DIR])
+    return Path.home() / ".cache" / "wno"
+
+
+def _read_sheets(manifest: Path) -> tuple[Split, Split]:
+    """A sheet set's train and test splits, with the same class-order check as trees and zips."""
+    from wno.training import sheets
+
+    folder = manifest.parent
+    try:
+        found = sheets.read_manifest(folder)
+        _check_classes(found["classes"], str(manifest))
+        got = sheets.read_sheets(folder, splits=("train", "test")).splits
+    except sheets.SheetError as e:
+        raise DataError(str(e)) from None
+    if tuple(got["train"][0].shape[1:]) != (3, 32, 32):
+        raise DataError(f"{manifest} holds {tuple(got['train'][0].shape[1:])} images; CIFAR-10 "
+                        "images are (3, 32, 32)")
+    return Split(*got["train"]), Split(*got["test"])
 
 
 def _find_zips(data_dir: Path) -> list[Path]:
@@ -276,7 +316,8 @@ def _missing_message(data_dir: Path, reason: str) -> str:
         "when online),\n"
         f"  - an ImageFolder tree: {data_dir / 'train'}/<class>/*.jpg and {data_dir / 'test'}/<class>/*.jpg "
         f"with the classes {', '.join(CIFAR10_CLASSES)},\n"
-        f"  - a zip of that tree, e.g. {data_dir / 'cifar10-jpeg.zip'}.\n"
+        f"  - a zip of that tree, e.g. {data_dir / 'cifar10-jpeg.zip'},\n"
+        f"  - image sheets written by `wno data pack`: {data_dir / 'cifar10-sheets'}/sheets.json.\n"
         "For smoke runs without data use --dataset synthetic --val-size "
         f"{DATASETS['synthetic'].train_images // 5}."
     )
@@ -328,8 +369,11 @@ def _torchvision_cifar10(root: Path, download: bool) -> tuple[Split, Split]:
     return split(True), split(False)
 
 
-def _cached(source: Path, read) -> tuple[Split, Split]:
-    """Decode `source` once; later runs load the uint8 tensors from the cache in about a second."""
+def _cached(source: Path, read, cache: Path | None = None) -> tuple[Split, Split]:
+    """Decode `source` once; later runs load the uint8 tensors from the cache in about a second.
+
+    The cache file goes into the folder `cache`, by default `cache_dir` of the folder holding
+    `source`."""
     import torch
 
     from wno.base.utils import atomic_write_bytes
@@ -337,7 +381,9 @@ def _cached(source: Path, read) -> tuple[Split, Split]:
     stat = source.stat()
     key = hashlib.sha256(f"{CACHE_VERSION}|{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
                          .encode()).hexdigest()[:16]
-    path = cache_dir(source.parent if source.is_file() else source) / f"cifar10-{key}.pt"
+    if cache is None:
+        cache = cache_dir(source.parent if source.is_file() else source)
+    path = cache / f"cifar10-{key}.pt"
     if path.is_file():
         try:
             blob = torch.load(path, weights_only=True)
