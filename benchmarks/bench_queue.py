@@ -11,8 +11,16 @@ a real smoke trial the platform (not training) takes.
    the share of the trial's wall time outside `train()` (pop, config, heartbeat thread, tell),
    and the share of `train()` outside its epochs (data, model build, test evaluation).
    CIFAR-10 comes from WNO_DATA_DIR; without it the synthetic set stands in (noted in the row).
+3. CPU workers sharing one machine: the same real trials (micro ViT, synthetic data) through 1
+   worker process and through several, each worker either taking its share of the cores (the
+   default, `wno.platform.cpu_share`) or every core (`--threads <cores>`, what each worker did
+   before), the settings taking turns for a few rounds (outside load then falls on all alike).
+   Rows: trials/s of all workers together and the median epoch (the slowest in the notes);
+   baseline, measured in the same run: 1 worker alone. OMP_NUM_THREADS is cleared in the
+   workers (it would cap them).
 
-Run: `python -m benchmarks.bench_queue` (WNO_BENCH_QUICK=1: fewer trials, no smoke trial).
+Run: `python -m benchmarks.bench_queue` (WNO_BENCH_QUICK=1: fewer trials, no smoke trial;
+`--cpu-workers` runs only part 3).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import io
 import multiprocessing as mp
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +51,7 @@ def _noop_result(config):
                        throughput=0.0, epochs_completed=1)
 
 
-def _noop_train(config, callbacks=(), resume=True):
+def _noop_train(config, callbacks=(), resume=True, lineage=None):
     return _noop_result(config)
 
 
@@ -118,7 +127,7 @@ def _optuna_baseline(url: str, n_trials: int) -> dict:
     """Optuna's own queue on the same backend: enqueue_trial, then ask/tell in one process."""
     import optuna
 
-    from wno.platform.queue import open_storage
+    from wno.platform.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, create=True)
@@ -198,9 +207,9 @@ def smoke_rows() -> list[dict]:
                        "seeds": [first.seed], "baselines": {}})
     inside: dict[str, float] = {}
 
-    def timed_train(config, callbacks=(), resume=True):
+    def timed_train(config, callbacks=(), resume=True, lineage=None):
         t = time.perf_counter()
-        result = train(config, callbacks, resume=resume)
+        result = train(config, callbacks, resume=resume, lineage=lineage)
         inside["train"] = time.perf_counter() - t
         inside["epochs"] = sum(m.epoch_time for m in result.history)
         return result
@@ -231,6 +240,118 @@ def smoke_rows() -> list[dict]:
     ]
 
 
+# --- CPU workers sharing the machine ---------------------------------------------------------------------
+CPU_TRIAL = dict(model="vit", model_size="micro", dataset="synthetic", train_size=512,
+                 val_size=256, test_size=256, batch_size=64, epochs=2, warmup_epochs=0.0)
+
+
+def _cpu_worker_process(url: str, study: str, ckpt: str, registry: str, threads: int | None,
+                        ready, start, results) -> None:
+    """One real CPU worker; reports (trials, epoch times, finished at)."""
+    os.environ.pop("OMP_NUM_THREADS", None)  # before torch: the share, not the shell, decides
+    import torch  # noqa: F401  (loaded before the clock, as in a worker that has trained once)
+
+    from wno.platform.queue import StudyQueue
+    from wno.platform.worker import Worker, WorkerOptions
+    from wno.training import train
+
+    epochs: list[float] = []
+
+    def timed_train(config, callbacks=(), resume=True, lineage=None):
+        result = train(config, callbacks, resume=resume, lineage=lineage)
+        epochs.extend(m.epoch_time for m in result.history)
+        return result
+
+    queue = StudyQueue(url)
+    options = WorkerOptions(studies=[study], idle_timeout=0, checkpoint_dir=ckpt,
+                            cpu_registry=registry, threads=threads, heartbeat_interval=30,
+                            poll_interval=0.1)
+    worker = Worker(queue, options, train_fn=timed_train)
+    queue.spec(study)
+    ready.put(os.getpid())
+    start.wait()
+    with contextlib.redirect_stdout(io.StringIO()):
+        summary = worker.run()
+    results.put((summary.trials, epochs, time.time()))
+
+
+def _measure_cpu_workers(url: str, n_workers: int, n_trials: int, tmp: Path,
+                         threads: int | None) -> tuple[int, float, list[float]]:
+    """(trials run, seconds from the start signal to the last worker's exit, epoch times)."""
+    from wno.platform.queue import StudyQueue
+    from wno.platform.spec import parse_spec
+
+    name = f"cpu-{n_workers}w-{threads or 'share'}-{time.time_ns() % 10**8}"
+    queue = StudyQueue(url, create=True)
+    queue.create(parse_spec({"name": name, "base": CPU_TRIAL, "seeds": 1,
+                             "grid": {"lr": [1e-3 * (i + 1) for i in range(n_trials)]}}))
+    ctx = mp.get_context("spawn")
+    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    args = (url, name, str(tmp / "ckpt"), str(tmp / f"registry-{name}"), threads, ready, start,
+            results)
+    procs = [ctx.Process(target=_cpu_worker_process, args=args) for _ in range(n_workers)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=600)
+    time.sleep(0.5)
+    t0 = time.time()
+    start.set()
+    outs = [results.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+    done = sum(o[0] for o in outs)
+    assert done == n_trials, f"{done} of {n_trials} trials ran"
+    return done, max(o[2] for o in outs) - t0, [e for o in outs for e in o[1]]
+
+
+def cpu_worker_rows(quick: bool = False) -> list[dict]:
+    """Rows of part 3. The settings take turns, round after round, so that load from outside
+    (other jobs on a shared machine) falls on each of them alike."""
+    from wno.platform.cpu_share import machine_cores
+
+    cores = machine_cores()
+    counts = sorted({2, min(4, cores)})
+    rounds, per_round = (1, 4) if quick else (3, 4)
+    settings = [(1, "shared", None)] + [(w, label, threads) for w in counts for label, threads in
+                                        (("shared", None), ("all_cores", cores))]
+    totals = {key: [0, 0.0, []] for key in settings}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'cpu.db'}"
+        for _ in range(rounds):
+            for key in settings:
+                done, seconds, epochs = _measure_cpu_workers(url, key[0], per_round, Path(tmp),
+                                                             key[2])
+                totals[key][0] += done
+                totals[key][1] += seconds
+                totals[key][2] += epochs
+    what = (f"{rounds} rounds x {per_round} trials of micro ViT, {CPU_TRIAL['train_size']} "
+            f"synthetic images x {CPU_TRIAL['epochs']} epochs, {cores} cores, load average "
+            f"{load:.1f} before")
+
+    def figures(key):
+        done, seconds, epochs = totals[key]
+        return done / seconds, max(epochs), statistics.median(epochs)
+
+    alone, alone_max, alone_p50 = figures(settings[0])
+    rows = [_row("cpu_1w_trials_per_s", alone, "trials/s", None,
+                 f"1 CPU worker, its share = every core; {what} (baseline)"),
+            _row("cpu_1w_epoch_p50_s", alone_p50, "s", None,
+                 f"median epoch, 1 CPU worker (baseline; slowest {alone_max:.2f} s)")]
+    for key in settings[1:]:
+        w, label, threads = key
+        how = ("each its share of the cores (default)" if threads is None else
+               f"each --threads {cores} (before issue 16)")
+        rate, slowest, median = figures(key)
+        rows.append(_row(f"cpu_{w}w_{label}_trials_per_s", rate, "trials/s", alone,
+                         f"{w} CPU workers, {how}; baseline: 1 worker"))
+        rows.append(_row(f"cpu_{w}w_{label}_epoch_p50_s", median, "s", alone_p50,
+                         f"median epoch, {w} CPU workers, {how} (slowest {slowest:.2f} s); "
+                         f"baseline: 1 worker's median"))
+    return rows
+
+
 _row = functools.partial(row, command=COMMAND)
 
 
@@ -239,10 +360,14 @@ def run() -> list[dict]:
     rows = queue_rows(quick)
     if not quick:
         rows += smoke_rows()
+    rows += cpu_worker_rows(quick)
     return rows
 
 
 def main() -> None:
+    if "--cpu-workers" in sys.argv[1:]:
+        print_rows(cpu_worker_rows(os.environ.get("WNO_BENCH_QUICK") == "1"))
+        return
     print_rows(run())
 
 

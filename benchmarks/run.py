@@ -6,6 +6,8 @@ that reruns just that row. This file only collects them and writes the table.
 
     python -m benchmarks.run --out BENCHMARKS.md            # everything
     python -m benchmarks.run --only model,data --out -      # some suites, to stdout
+    python -m benchmarks.run --only queue --keep-others --out BENCHMARKS.md
+                                  # rewrite the queue section, keep the others as they are
 """
 
 from __future__ import annotations
@@ -44,6 +46,23 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def render_section(suite: str, rows: list[dict] | None, error: str | None = None,
+                   note: str = "") -> str:
+    """One suite's section: its heading, an optional note, and its table (or why it has none)."""
+    lines = [f"## {suite}", ""]
+    if note:
+        lines += [note, ""]
+    if error is not None:
+        return "\n".join(lines + [f"Not measured in this run: `{error}`", ""]) + "\n"
+    lines += ["| benchmark | value | unit | baseline | ratio | notes | rerun |",
+              "|---|---:|---|---:|---:|---|---|"]
+    for r in rows or []:
+        lines.append(f"| {r['name']} | {_fmt(r.get('value'))} | {r.get('unit', '')} | "
+                     f"{_fmt(r.get('baseline'))} | {_fmt(r.get('ratio'))} | "
+                     f"{r.get('notes', '')} | `{r.get('command', '')}` |")
+    return "\n".join(lines + [""]) + "\n"
+
+
 def render(results: dict[str, list[dict]], errors: dict[str, str], seconds: float) -> str:
     lines = [
         "# Benchmarks",
@@ -53,24 +72,49 @@ def render(results: dict[str, list[dict]], errors: dict[str, str], seconds: floa
         "(these machines are noisy: compare ratios, not seconds). Rerun a row with its command.",
         "",
     ]
+    body = "".join(render_section(suite, rows) for suite, rows in results.items())
+    body += "".join(render_section(suite, None, err) for suite, err in errors.items())
+    return ("\n".join(lines) + "\n" + body).rstrip("\n") + "\n"
+
+
+def split_sections(text: str) -> tuple[str, dict[str, str]]:
+    """(everything before the first `## ` heading, {suite: its section's text})."""
+    head, sections, current = [], {}, None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = ""
+        if current is None:
+            head.append(line)
+        else:
+            sections[current] += line
+    return "".join(head), sections
+
+
+def merge(old: str, results: dict[str, list[dict]], errors: dict[str, str], seconds: float,
+          command: str) -> str:
+    """`old` with the sections of the suites just run replaced (the others kept word for word),
+    each new one saying when, where and by which command it was measured."""
+    head, sections = split_sections(old)
+    note = (f"This section was measured alone, by `{command}` ({seconds / 60:.0f} min) on "
+            f"{dt.date.today().isoformat()} on {machine()}; the other sections come from "
+            "earlier runs (compare ratios only).")
     for suite, rows in results.items():
-        lines += [f"## {suite}", "",
-                  "| benchmark | value | unit | baseline | ratio | notes | rerun |",
-                  "|---|---:|---|---:|---:|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['name']} | {_fmt(r.get('value'))} | {r.get('unit', '')} | "
-                         f"{_fmt(r.get('baseline'))} | {_fmt(r.get('ratio'))} | "
-                         f"{r.get('notes', '')} | `{r.get('command', '')}` |")
-        lines.append("")
+        sections[suite] = render_section(suite, rows, note=note)
     for suite, err in errors.items():
-        lines += [f"## {suite}", "", f"Not measured in this run: `{err}`", ""]
-    return "\n".join(lines)
+        sections[suite] = render_section(suite, None, err, note=note)
+    order = [s for s in SUITES if s in sections] + [s for s in sections if s not in SUITES]
+    body = "".join(sections[s].rstrip("\n") + "\n\n" for s in order)
+    return (head + body).rstrip("\n") + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
     parser.add_argument("--out", default="BENCHMARKS.md", help="file to write, or - for stdout")
+    parser.add_argument("--keep-others", action="store_true",
+                        help="replace only the sections of the suites run in an existing --out "
+                             "file; keep every other section as it is")
     args = parser.parse_args()
     start = time.perf_counter()
     results, errors = {}, {}
@@ -82,7 +126,14 @@ def main() -> None:
         except Exception as e:  # one broken suite must not hide the others' figures
             traceback.print_exc()
             errors[suite] = f"{type(e).__name__}: {e}"
-    text = render(results, errors, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if args.keep_others and args.out != "-" and os.path.exists(args.out):
+        with open(args.out) as f:
+            old = f.read()
+        command = f"python -m benchmarks.run --only {args.only} --keep-others --out {args.out}"
+        text = merge(old, results, errors, seconds, command)
+    else:
+        text = render(results, errors, seconds)
     if args.out == "-":
         print(text)
     else:

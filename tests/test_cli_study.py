@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from platform_helpers import run_wno, trials, unique, worker_env, write_study
 from wno.cli import app
 from wno.platform import schema
+from wno.platform.queue import StudyQueue, checkpoint_folder
 
 REPO = Path(__file__).resolve().parents[1]
 BAD = sorted((REPO / "tests" / "bad_studies").glob("*.yaml"))
@@ -100,14 +101,35 @@ def test_list_status_cancel_retry_delete(tmp_path, sqlite):
     text = wno("study", "status", "ops", "--storage", sqlite).output
     assert "-> retried as #2" in text and "waiting 2" in text
 
-    ckpt = tmp_path / "ckpt" / "ops" / "somehash"
+    uid = StudyQueue(sqlite).study_uid("ops", mint=False)
+    ckpt = checkpoint_folder(tmp_path / "ckpt", "ops", uid, "somehash")
     ckpt.mkdir(parents=True)
     deleted = wno("study", "delete", "ops", "--storage", sqlite, "--yes",
                   "--checkpoint-dir", str(tmp_path / "ckpt"))
     assert deleted.exit_code == 0 and not (tmp_path / "ckpt" / "ops").exists()
+    assert f"removed its checkpoints in {ckpt.parent}" in deleted.output
     assert "no studies in" in wno("study", "list", "--storage", sqlite).output
     missing = wno("study", "status", "ops", "--storage", sqlite)
     assert missing.exit_code == 2 and "no study named 'ops'" in missing.stderr
+
+
+def test_delete_removes_only_that_studys_checkpoints(tmp_path, sqlite):
+    """Checkpoints of other studies of the same name (another storage, or older ones without an
+    identity) share the name's folder: they are kept, and the output says so."""
+    study = write_study(tmp_path, "mine", grid={"lr": [1e-3]}, seeds=1)
+    assert wno("study", "create", str(study), "--storage", sqlite).exit_code == 0
+    root = tmp_path / "ckpt"
+    mine = checkpoint_folder(root, "mine", StudyQueue(sqlite).study_uid("mine"), "a1b2c3d4e5f6")
+    theirs = checkpoint_folder(root, "mine", "0123456789abcdef", "a1b2c3d4e5f6")
+    older = root / "mine" / "a1b2c3d4e5f6"  # written before studies had identities
+    for folder in (mine, theirs, older):
+        folder.mkdir(parents=True)
+        (folder / "last.pt").write_bytes(b"weights")
+    deleted = wno("study", "delete", "mine", "--storage", sqlite, "--yes",
+                  "--checkpoint-dir", str(root))
+    assert deleted.exit_code == 0, deleted.output
+    assert not mine.parent.exists() and (theirs / "last.pt").is_file() and (older / "last.pt").is_file()
+    assert f"kept 2 folder(s) in {root / 'mine'}: checkpoints of other studies" in deleted.output
 
 
 def test_delete_asks_first(tmp_path, sqlite):
@@ -127,6 +149,10 @@ def test_worker_flags_are_checked(tmp_path, sqlite):
     no_device = wno("worker", "--exit-when-empty", "--storage", sqlite)
     assert no_device.exit_code == 2
     assert "needs --gpu" in no_device.stderr and "--gpu cpu" in no_device.stderr
+    for bad in ("0", "two"):
+        threads = wno("worker", "--gpu", "cpu", "--threads", bad, "--storage", sqlite)
+        assert threads.exit_code == 2 and "Invalid value for '--threads'" in threads.stderr, \
+            threads.output
 
 
 # --- real subprocesses --------------------------------------------------------------------------------
@@ -204,5 +230,7 @@ def test_create_worker_status_end_to_end(tmp_path):
     done = trials(storage_url, name)
     assert {t.user_attrs[schema.ROLE] for t in done} == {"model", "baseline"}
     assert all(t.state.name == "COMPLETE" and schema.METRICS in t.user_attrs for t in done)
-    for t in done:  # checkpoints under WNO_CHECKPOINT_DIR/<study>/<config hash>
-        assert (tmp_path / "ckpt" / name / t.user_attrs[schema.CONFIG_HASH] / "last.pt").is_file()
+    uid = StudyQueue(storage_url).study_uid(name, mint=False)
+    for t in done:  # checkpoints under WNO_CHECKPOINT_DIR/<study>/<study uid>/<config hash>
+        assert (checkpoint_folder(tmp_path / "ckpt", name, uid, t.user_attrs[schema.CONFIG_HASH])
+                / "last.pt").is_file()

@@ -19,11 +19,17 @@ from platform_helpers import (TINY, epochs_done, pg_database, start_worker, stor
                               trials, unique, wait_for, worker_env, write_study)
 from wno.cli.common import UserError
 from wno.platform import schema
-from wno.platform.queue import StudyQueue, grace
+from wno.platform.queue import StudyQueue, checkpoint_folder, grace
 from wno.platform.spec import load_spec, parse_spec
 from wno.platform.worker import (TrialContext, Worker, WorkerOptions, physical_gpu,
                                  pin_device)
 from wno.training import Callback
+
+
+def torch_load(path: Path) -> dict:
+    from wno.train_utils import load_checkpoint
+
+    return load_checkpoint(path)
 
 
 def make_worker(url: str, tmp_path: Path, **options) -> Worker:
@@ -57,9 +63,11 @@ def test_worker_trains_each_trial_and_records_the_result(tmp_path):
         assert metrics["epochs_completed"] == TINY["epochs"] and metrics["params"] > 0
         assert t.user_attrs[schema.HOST] == socket.gethostname()
         assert t.user_attrs[schema.DEVICE] == "cpu"
-        # the checkpoint folder is keyed by (study, config hash), not by the trial number
-        ckpt = tmp_path / "ckpt" / "rec" / t.user_attrs[schema.CONFIG_HASH]
+        # the checkpoint folder is keyed by (study identity, config hash), not by the trial number
+        uid = StudyQueue(url).study_uid("rec", mint=False)
+        ckpt = checkpoint_folder(tmp_path / "ckpt", "rec", uid, t.user_attrs[schema.CONFIG_HASH])
         assert (ckpt / "last.pt").is_file()
+        assert torch_load(ckpt / "last.pt")["lineage"] == uid
         saved = json.loads((ckpt / "metrics.json").read_text())
         assert saved["config_hash"] == t.user_attrs[schema.CONFIG_HASH]
         assert saved["config"]["lr"] == t.user_attrs[schema.CONFIG]["lr"]  # what was asked
@@ -69,9 +77,10 @@ def test_an_exception_fails_that_trial_and_the_worker_goes_on(tmp_path):
     url = sqlite_url(tmp_path)
     spec = parse_spec({"name": "boom", "base": dict(TINY), "grid": {"lr": [1e-3, 3e-3]},
                        "seeds": 1})
-    StudyQueue(url, create=True).create(spec)
+    q = StudyQueue(url, create=True)
+    q.create(spec)
     # a file where the first trial's checkpoint folder must go: train() cannot save there
-    blocked = tmp_path / "ckpt" / "boom" / spec.plan[0].key
+    blocked = checkpoint_folder(tmp_path / "ckpt", "boom", q.study_uid("boom"), spec.plan[0].key)
     blocked.parent.mkdir(parents=True)
     blocked.write_text("not a folder")
     summary = make_worker(url, tmp_path).run()
@@ -116,7 +125,8 @@ def test_a_trial_enqueued_before_canonical_merged_more_still_runs(tmp_path):
     q.storage.set_trial_user_attr(t._trial_id, schema.CONFIG, old.to_dict(machine=False))
     q.storage.set_trial_user_attr(t._trial_id, schema.CONFIG_HASH, old.config_hash(canonical=False))
     assert make_worker(url, tmp_path).run().outcomes == {"COMPLETE": 1}
-    assert (tmp_path / "ckpt" / "legacy" / old.config_hash(canonical=False) / "last.pt").is_file()
+    assert (checkpoint_folder(tmp_path / "ckpt", "legacy", q.study_uid("legacy"),
+                              old.config_hash(canonical=False)) / "last.pt").is_file()
 
 
 class _Recorder(Callback):
@@ -172,6 +182,8 @@ def test_search_study_samples_exactly_n_trials_across_workers(tmp_path):
 
 
 def test_device_pinning(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded: pin_device("cpu") writes it
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert physical_gpu(1, None) == "1"
     assert physical_gpu(1, "4,6") == "6"  # --gpu indexes what the scheduler made visible
     with pytest.raises(UserError, match="makes 2 GPU"):
@@ -179,12 +191,13 @@ def test_device_pinning(monkeypatch):
     with pytest.raises(UserError, match="or cpu"):
         pin_device("gpu-zero")
     assert pin_device("cpu") == ("cpu", "cpu")
+    # No CUDA, simulated, so that the check holds on machines with a GPU too.
     import torch
 
-    if not torch.cuda.is_available():
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-        with pytest.raises(UserError, match="no CUDA device is visible here"):
-            pin_device("0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # what pin_device("cpu") wrote
+    with pytest.raises(UserError, match="no CUDA device is visible here"):
+        pin_device("0")
 
 
 # --- real `wno worker` processes -------------------------------------------------------------------------
@@ -211,9 +224,10 @@ def test_four_workers_race_over_twenty_trials_each_runs_once(storage_url, tmp_pa
     assert sum(1 for log in logs if f"{name}#" in log.read_text()) >= 2, "no race happened"
 
 
-def checkpoint_of(tmp_path: Path, study: Path) -> Path:
+def checkpoint_of(tmp_path: Path, study: Path, url: str) -> Path:
     spec = load_spec(study)
-    return tmp_path / "ckpt" / spec.name / spec.plan[0].key
+    uid = StudyQueue(url).study_uid(spec.name, mint=False)
+    return checkpoint_folder(tmp_path / "ckpt", spec.name, uid, spec.plan[0].key)
 
 
 @pytest.mark.slow
@@ -227,7 +241,7 @@ def test_sigterm_hands_back_and_a_killed_worker_trial_is_retried_and_resumes(
                                               "batch_size": 32}, grid={"lr": [1e-3]}, seeds=1)
     env = worker_env(tmp_path, WNO_STORAGE=storage_url)
     StudyQueue(storage_url, create=True).create(load_spec(study))
-    ckpt = checkpoint_of(tmp_path, study)
+    ckpt = checkpoint_of(tmp_path, study, storage_url)
 
     # 1. SIGTERM: the trial goes back to the queue, the worker exits 0
     a = start_worker(["--gpu", "cpu", "--heartbeat", "1"], env, tmp_path / "a.log")  # no exit
@@ -302,3 +316,210 @@ def test_max_trials_and_idle_timeout(tmp_path):
     started = time.monotonic()
     assert make_worker(url, tmp_path, idle_timeout=1.5).run().trials == 0
     assert 1.5 <= time.monotonic() - started < 30
+
+
+# --- a checkpoint resumes only the trial it belongs to (issue 16) -------------------------------------
+class _Starts(Callback):
+    """Records where each trial's training started (0: from scratch) and how many steps it ran."""
+
+    def __init__(self, seen: list):
+        self.seen, self.steps = seen, 0
+
+    def on_train_start(self, info) -> None:
+        self.seen.append([info.start_epoch, 0, info.config.save_dir])
+
+    def on_step(self, progress) -> None:
+        self.seen[-1][1] += 1
+
+
+def run_and_record(url: str, tmp_path: Path, **options) -> list:
+    seen: list = []
+    summary = make_worker(url, tmp_path, factory=lambda ctx: [_Starts(seen)], **options).run()
+    assert summary.outcomes == {"COMPLETE": len(seen)}, summary.outcomes
+    return seen
+
+
+def test_a_study_of_the_same_name_in_another_storage_trains_from_scratch(storage_url, tmp_path):
+    """The smoke study recreated in a fresh storage "completed" in seconds: it had resumed the
+    checkpoints an earlier study of the same name left in the same checkpoint folder."""
+    name = unique("same")
+    spec = parse_spec({"name": name, "base": dict(TINY), "grid": {"lr": [1e-3]}, "seeds": 1})
+    old_url = f"sqlite:///{tmp_path / 'earlier.db'}"
+    StudyQueue(old_url, create=True).create(spec)
+    ((start, steps, old_folder),) = run_and_record(old_url, tmp_path)
+    assert start == 0 and steps > 0
+    before = (Path(old_folder) / "last.pt").read_bytes()
+
+    new = StudyQueue(storage_url, create=True)
+    new.create(spec)
+    assert new.study_uid(name) != StudyQueue(old_url).study_uid(name)
+    ((start, steps, new_folder),) = run_and_record(storage_url, tmp_path)
+    assert start == 0 and steps > 0, "the new study resumed the old one's checkpoint"
+    assert new_folder != old_folder and Path(new_folder).parent.parent == Path(old_folder).parent.parent
+    assert (Path(old_folder) / "last.pt").read_bytes() == before  # the other study's, untouched
+
+
+def test_a_study_created_again_after_a_delete_trains_from_scratch(tmp_path):
+    """Deleted (e.g. on another machine, so its checkpoints stay here) and created again under
+    the same name: SQLite may even hand out the same study id again."""
+    url = sqlite_url(tmp_path)
+    spec = parse_spec({"name": "again", "base": dict(TINY), "grid": {"lr": [1e-3]}, "seeds": 1})
+    q = StudyQueue(url, create=True)
+    q.create(spec)
+    first_id = q.study_id("again")
+    ((_, _, first),) = run_and_record(url, tmp_path)
+    assert q.delete("again") == Path(first).parent.name  # delete names the checkpoints' key
+    q.create(spec)
+    ((start, steps, second),) = run_and_record(url, tmp_path)
+    assert start == 0 and steps > 0 and second != first, (q.study_id("again"), first_id)
+
+
+def test_another_lineages_checkpoint_in_the_trial_folder_is_ignored_with_a_warning(tmp_path,
+                                                                                  capsys):
+    """A folder copied between machines or teams: the checkpoint's own record of its study is
+    checked, not only the folder it sits in."""
+    import shutil
+
+    spec = parse_spec({"name": "copied", "base": dict(TINY), "grid": {"lr": [1e-3]}, "seeds": 1})
+    theirs_url, ours_url = sqlite_url(tmp_path / "theirs"), sqlite_url(tmp_path / "ours")
+    for url in (theirs_url, ours_url):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        StudyQueue(url, create=True).create(spec)
+    ((_, _, theirs),) = run_and_record(theirs_url, tmp_path)
+    ours = checkpoint_folder(tmp_path / "ckpt", "copied", StudyQueue(ours_url).study_uid("copied"),
+                             spec.plan[0].key)
+    shutil.copytree(theirs, ours)
+    capsys.readouterr()
+    ((start, steps, folder),) = run_and_record(ours_url, tmp_path)
+    assert start == 0 and steps > 0 and Path(folder) == ours
+    log = capsys.readouterr().out
+    assert re.search(rf"warning: checkpoint in {re.escape(str(ours))} ignored: it belongs to "
+                     rf"another study", log), log
+    assert len(list(ours.glob("ignored-*/last.pt"))) == 1  # kept, set aside
+
+
+def test_a_study_created_before_identities_gets_one_and_never_resumes_older_checkpoints(
+        tmp_path, capsys):
+    """A study created by an older wno has no identity; its checkpoints then lived in
+    <root>/<study>/<config hash>/ and cannot be told from another same-named study's."""
+    import sqlalchemy as sa
+
+    from wno.platform.queue import STUDY_UID, legacy_checkpoint_folder
+    from wno.training import train
+    from wno.training.config import TrainConfig
+
+    url = sqlite_url(tmp_path)
+    spec = parse_spec({"name": "older", "base": dict(TINY), "grid": {"lr": [1e-3]}, "seeds": 1})
+    q = StudyQueue(url, create=True)
+    q.create(spec)
+    with q.store.engine.begin() as conn:  # as an older wno left it: no identity
+        conn.execute(sa.text("DELETE FROM study_user_attributes WHERE key = :k"), {"k": STUDY_UID})
+    assert q.study_uid("older", mint=False) is None
+    legacy = legacy_checkpoint_folder(tmp_path / "ckpt", "older", spec.plan[0].key)
+    config = TrainConfig.from_dict(spec.plan[0].user_attrs()[schema.CONFIG])
+    train(config.replace(save_dir=str(legacy), data_dir=str(tmp_path / "data")))
+    capsys.readouterr()
+
+    ((start, steps, folder),) = run_and_record(url, tmp_path)
+    uid = q.study_uid("older", mint=False)
+    assert uid and Path(folder) == checkpoint_folder(tmp_path / "ckpt", "older", uid,
+                                                     spec.plan[0].key)
+    assert start == 0 and steps > 0
+    assert f"checkpoint in {legacy} ignored" in capsys.readouterr().out
+    assert q.study_uid("older") == uid  # minted once, then kept
+    assert (legacy / "last.pt").is_file()  # not ours to delete
+
+
+# --- CPU workers share the machine (issue 16) ----------------------------------------------------------
+@pytest.fixture
+def torch_threads():
+    """Restore torch's thread count after a test that lets a worker change it."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+class _Threads(Callback):
+    """Records torch's thread count when training starts and after each epoch."""
+
+    def __init__(self, seen: list, on_first_epoch=None):
+        self.seen, self.on_first_epoch = seen, on_first_epoch
+
+    def on_train_start(self, info) -> None:
+        import torch
+
+        self.seen.append(("start", torch.get_num_threads()))
+
+    def on_epoch_end(self, m) -> None:
+        import torch
+
+        self.seen.append((m.epoch, torch.get_num_threads()))
+        if m.epoch == 1 and self.on_first_epoch:
+            self.on_first_epoch()
+
+
+def test_cpu_workers_divide_the_cores_and_follow_workers_that_come(tmp_path, monkeypatch,
+                                                                   torch_threads):
+    from wno.platform.cpu_share import CpuShare, machine_cores, share_of
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    url = sqlite_url(tmp_path)
+    StudyQueue(url, create=True).create(parse_spec({
+        "name": "share", "base": {**TINY, "epochs": 3}, "grid": {"lr": [1e-3]}, "seeds": 1}))
+    registry, cores = tmp_path / "cpu-workers", machine_cores()
+    other = CpuShare(registry)  # a second CPU worker, starting after our first epoch
+    seen: list = []
+    try:
+        make_worker(url, tmp_path, cpu_registry=str(registry),
+                    factory=lambda ctx: [_Threads(seen, other.register)]).run()
+        shared = {share_of(cores, 2, rank) for rank in (0, 1)}
+    finally:
+        other.unregister()
+    # alone: every core; once the other registered, recounted after the next epoch: a share
+    assert seen[0] == ("start", cores) and seen[1] == (1, cores), seen
+    assert seen[2][1] in shared and seen[3][1] in shared, seen
+
+
+def test_threads_given_are_used_and_omp_num_threads_caps_the_share(tmp_path, monkeypatch,
+                                                                  torch_threads):
+    url = sqlite_url(tmp_path)
+    StudyQueue(url, create=True).create(parse_spec({
+        "name": "fixed", "base": dict(TINY), "grid": {"lr": [1e-3, 2e-3]}, "seeds": 1}))
+    seen: list = []
+    make_worker(url, tmp_path, threads=1, max_trials=1,
+                factory=lambda ctx: [_Threads(seen)]).run()
+    assert seen == [("start", 1), (1, 1)]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    seen.clear()
+    make_worker(url, tmp_path, cpu_registry=str(tmp_path / "reg"),
+                factory=lambda ctx: [_Threads(seen)]).run()
+    assert seen == [("start", 1), (1, 1)]
+
+
+def test_a_dead_workers_registration_is_not_counted(tmp_path, monkeypatch):
+    """SIGKILL leaves the lock file behind, but not the lock: the next count removes it."""
+    import subprocess
+    import sys
+
+    from wno.platform.cpu_share import CpuShare
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    registry = tmp_path / "cpu-workers"
+    code = ("import sys, time\nfrom wno.platform.cpu_share import CpuShare\n"
+            f"CpuShare({str(registry)!r}).register()\nprint('registered', flush=True)\n"
+            "time.sleep(600)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "registered"
+        with CpuShare(registry, cores=4) as me:
+            assert len(me.workers()) == 2 and me.threads() == 2  # 4 cores between 2 workers
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=60)
+            assert me.workers() == [me.name] and me.threads() == 4
+            assert [p.name for p in registry.glob("*.lock")] == [me.name]  # the dead one's, gone
+        assert not list(registry.glob("*.lock"))  # ours, gone on exit
+    finally:
+        child.kill()
+        child.wait()

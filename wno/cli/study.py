@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -130,19 +131,38 @@ def register(app: typer.Typer) -> None:
         """Delete the study and its trials from the storage (and this machine's checkpoints)."""
         with user_errors():
             from wno.platform import defaults
-            from wno.platform.queue import StudyQueue
+            from wno.platform.queue import StudyQueue, checkpoint_folder
 
             queue = StudyQueue(storage)
             queue.study_id(name)
             if not yes:
                 typer.confirm(f"delete study {name!r} and all its trials from "
                               f"{queue.shown_url}?", abort=True)
-            queue.delete(name)
+            uid = queue.delete(name)
             typer.echo(f"deleted study {name!r}")
-            folder = defaults.checkpoint_dir(checkpoint_dir) / name
-            if not keep_checkpoints and folder.is_dir():
+            if keep_checkpoints:
+                return
+            root = defaults.checkpoint_dir(checkpoint_dir)
+            folder = checkpoint_folder(root, name, uid) if uid else None
+            if folder is not None and folder.is_dir():
                 shutil.rmtree(folder)
                 typer.echo(f"removed its checkpoints in {folder}")
+            _tidy(root / name, name)
+
+
+def _tidy(parent: Path, name: str) -> None:
+    """Remove the study name's folder when nothing is left in it; otherwise say what stays: the
+    checkpoints of other studies of that name, which only their own study may resume or delete."""
+    if not parent.is_dir():
+        return
+    others = sorted(p.name for p in parent.iterdir())
+    if not others:
+        with contextlib.suppress(OSError):  # a worker of another lineage just wrote there
+            parent.rmdir()
+        return
+    typer.echo(f"kept {len(others)} folder(s) in {parent}: checkpoints of other studies named "
+               f"{name!r} (another storage, or written before checkpoints carried their study's "
+               f"identity); remove them by hand once no study needs them")
 
 
 def _maybe(storage: str | None):

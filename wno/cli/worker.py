@@ -33,6 +33,14 @@ def register(app: typer.Typer) -> None:
                                         "heartbeats; a trial silent for 4 of them is retried."),
         tracking: bool = typer.Option(True, "--tracking/--no-tracking",
                                       help="Log each trial to MLflow (when tracking is set up)."),
+        threads: int = typer.Option(None, "--threads", min=1, help="torch threads for training. "
+                                    "Default with --gpu cpu: this machine's cores divided among "
+                                    "the CPU workers running here (each holds a lock file in "
+                                    "$WNO_HOME/cpu-workers/<host>/ while it runs; shares are "
+                                    "recounted before each trial and after each epoch; at most "
+                                    "$OMP_NUM_THREADS when set). Workers with another WNO_HOME "
+                                    "are not counted: give them the same one, or --threads. "
+                                    "Default with a GPU: torch's own."),
     ) -> None:
         """Pull trials from the study queue and train them (SIGTERM hands the running one back)."""
         with user_errors():
@@ -51,7 +59,7 @@ def register(app: typer.Typer) -> None:
                 device=device, device_label=label, studies=list(study or ()),
                 max_trials=max_trials, idle_timeout=0.0 if exit_when_empty else idle_timeout,
                 data_dir=data_dir, checkpoint_dir=checkpoint_dir, heartbeat_interval=heartbeat,
-                poll_interval=min(5.0, heartbeat))
+                poll_interval=min(5.0, heartbeat), threads=threads)
             # Each trial gets an MLflow run through this factory (wno.platform.tracking).
             factory = trial_callbacks if tracking else None
             Worker(queue, options, callbacks_factory=factory).run()

@@ -22,11 +22,19 @@ the operations beneath Optuna's API are in `wno.platform.storage`):
   silent for `GRACE_FACTOR` intervals and, in the same transaction, re-adds each as a WAITING
   trial with the same params and user attrs, `schema.RETRY_OF` set and Optuna's retry history
   (what `RetryHeartbeatStaleTrialCallback` does, made atomic). The retry trains from the
-  checkpoint of the trial it replaces: checkpoints are keyed by (study, config hash).
+  checkpoint of the trial it replaces: checkpoints are keyed by (study identity, config hash).
+- A study identity. A name does not identify a study: the same name may be created in another
+  storage, or again after a delete, with checkpoints of the old one still on disk. `create()`
+  writes a random id (`STUDY_UID`) into the new study's user attrs; checkpoints live in
+  `checkpoint_folder(root, name, uid, config_hash)` and record the uid, and a worker resumes
+  only its own (`wno.training.train(..., lineage=uid)`). A study created before ids existed gets
+  one the first time a worker or `study create` asks for it (`study_uid`); its older
+  checkpoints, in `<root>/<name>/<config hash>`, cannot be told apart from another same-named
+  study's, so they are never resumed.
 - SQLite made fit for a few local workers (`wno.platform.storage`). PostgreSQL is the path to
   many machines.
 
-One concern, a little over 500 lines: what studies and trials mean to the queue (create, pop,
+One concern, about 650 lines: what studies and trials mean to the queue (identity, create, pop,
 retry, cancel, status). How each operation reaches the database is `wno.platform.storage`'s; the
 status records are here because only the queue builds them.
 
@@ -44,9 +52,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from wno.base.errors import UserError, one_line
@@ -65,6 +75,10 @@ MAX_STALE_RETRIES = 3  # a trial that keeps killing its worker stops being retri
 STORED_ERROR_LIMIT = 2000  # characters of an error kept on a failed trial
 # Run-specific user attrs a retry does not inherit (MLFLOW_RUN is kept: the retry resumes the run).
 _NOT_INHERITED = (schema.ERROR, schema.METRICS, schema.HOST, schema.DEVICE)
+# Study user attr: the study's identity in its storage (random, written when it is created), which
+# keys its checkpoints. Belongs in `wno.platform.schema` beside SPEC (issue 16's report).
+STUDY_UID = "wno_study_uid"
+UID_LENGTH = 16  # hex digits; a config hash has 12, so the two kinds of folder never mix
 ERROR_CANCELLED = "cancelled by `wno study cancel`"
 ERROR_REMOVED = "removed from the study definition by `wno study create --update`"
 
@@ -237,8 +251,10 @@ class StudyQueue:
                 raise UserError(f"study {spec.name!r} was created by someone else just now; "
                                 f"run the command again") from None
             sid = study._study_id
+            self.storage.set_study_user_attr(sid, STUDY_UID, new_study_uid())
         else:
             sid = existing
+            self._ensure_uid(sid)
         # The definition last: a study holding it holds the others (see _existing_study).
         for key, value in ((schema.SPEC_HASH, spec.spec_hash()), (schema.KIND, spec.kind),
                            (schema.SPEC, spec.to_dict())):
@@ -259,7 +275,7 @@ class StudyQueue:
             return sid
         # A create stopped between Optuna's create_study and the definition (written last): an
         # empty study with at most our other attributes. Finish it rather than refuse it forever.
-        if set(attrs) <= {schema.SPEC_HASH, schema.KIND} and \
+        if set(attrs) <= {schema.SPEC_HASH, schema.KIND, STUDY_UID} and \
                 not self.storage.get_all_trials(sid, deepcopy=False):
             return sid
         raise UserError(f"{self.shown_url} already holds an Optuna study named {name!r} that "
@@ -286,6 +302,26 @@ class StudyQueue:
                             f"({changes}); use a new name, or pass --update to enqueue the new "
                             f"trials (finished ones are kept, waiting ones no longer in the file "
                             f"are cancelled)")
+
+    def study_uid(self, name: str, *, mint: bool = True) -> str | None:
+        """The identity of study `name` in this storage (what keys its checkpoints).
+
+        A study created before identities existed has none: with `mint` it gets one now (None
+        without). Two processes minting at once may each see its own id until the storage holds
+        the later one; a trial started meanwhile then trains without resuming, never from
+        another study's checkpoint.
+        """
+        sid = self.study_id(name)
+        return self._ensure_uid(sid) if mint else self.storage.get_study_user_attrs(sid).get(
+            STUDY_UID)
+
+    def _ensure_uid(self, sid: int) -> str:
+        uid = self.storage.get_study_user_attrs(sid).get(STUDY_UID)
+        if uid:
+            return uid
+        retrying(lambda: self.storage.set_study_user_attr(sid, STUDY_UID, new_study_uid()),
+                 what="recording a study's identity")
+        return self.storage.get_study_user_attrs(sid)[STUDY_UID]  # whoever wrote last wins
 
     def summaries(self) -> list[StudySummary]:
         """Every wno study with its trial counts by state."""
@@ -346,12 +382,15 @@ class StudyQueue:
                 covered.add(key)
         return out
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str) -> str | None:
+        """Delete study `name` and its trials; returns its identity (its checkpoints' key), None
+        for a study that never had one."""
         import optuna
 
-        self.study_id(name)
+        uid = self.study_uid(name, mint=False)
         retrying(lambda: optuna.delete_study(study_name=name, storage=self.storage),
                  what="deleting a study")
+        return uid
 
     # --- trials ----------------------------------------------------------------------------------
     def pop(self, studies: Sequence[str] | None = None, *, host: str = "", device: str = "",
@@ -496,6 +535,28 @@ class StudyQueue:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+def new_study_uid() -> str:
+    """A fresh study identity: random hex, so no other storage or later study shares it."""
+    return uuid.uuid4().hex[:UID_LENGTH]
+
+
+def checkpoint_folder(root: str | Path, study: str, uid: str, config_hash: str | None = None
+                      ) -> Path:
+    """Where a study's checkpoints live: `<root>/<study>/<uid>/<config hash>/` (the study's
+    folder without a config hash). Same-named studies of other storages sit side by side.
+
+    >>> checkpoint_folder("ckpt", "smoke", "0123456789abcdef", "a1b2c3d4e5f6").as_posix()
+    'ckpt/smoke/0123456789abcdef/a1b2c3d4e5f6'
+    """
+    folder = Path(root) / study / uid
+    return folder / config_hash if config_hash else folder
+
+
+def legacy_checkpoint_folder(root: str | Path, study: str, config_hash: str) -> Path:
+    """Where checkpoints lived before studies had identities: `<root>/<study>/<config hash>/`."""
+    return Path(root) / study / config_hash
+
+
 def grace(interval: float) -> float:
     """Seconds of silence after which a trial heartbeating every `interval` s is stale."""
     return max(GRACE_FACTOR * float(interval), MIN_GRACE)

@@ -6,14 +6,23 @@ trial the worker:
 1. pops a WAITING trial atomically (`StudyQueue.pop`; a grid worker never creates trials), and
    for a search slot samples its parameters with the study's sampler;
 2. builds the `TrainConfig` from the trial (machine fields from the worker: device, data
-   directory, and a checkpoint directory keyed by (study, config hash), so a retry or a handed-
-   back trial resumes from the last checkpoint wherever it runs);
-3. trains with `wno.training.train(config, callbacks, resume=True)` while a thread heartbeats
-   (and stops training when the trial was cancelled or failed as stale elsewhere);
+   directory, and a checkpoint directory keyed by (study identity, config hash), see
+   `queue.checkpoint_folder`, so a retry or a handed-back trial resumes from the last checkpoint
+   wherever it runs, and a study of the same name from another storage, or created again after
+   a delete, never does);
+3. trains with `wno.training.train(config, callbacks, resume=True, lineage=<study identity>)`
+   (a checkpoint of another lineage, or whose weights do not fit, is set aside with a warning)
+   while a thread heartbeats (and stops training when the trial was cancelled or failed as stale
+   elsewhere);
 4. tells COMPLETE with the objective metric (PRUNED for a pruned search trial), records
    `schema.METRICS`, `HOST`, `DEVICE`; an exception fails that trial with its error kept and the
    worker goes on; SIGTERM/SIGINT stop training at the next step, hand the trial back (WAITING,
    same trial and config) and exit 0.
+
+On CPU a worker takes its share of the machine's cores (`wno.platform.cpu_share`: the CPU
+workers under one WNO_HOME divide them, recounted before each trial and after each epoch) unless
+`WorkerOptions.threads` says how many torch threads to use. Warnings of the training layer
+(logger `wno.training`: checkpoints set aside, a resume by other code) go to the worker's log.
 
 Tracking hooks in through `callbacks_factory(ctx) -> [Callback, ...]`: it is called once per
 trial before training, with a `TrialContext` whose `set_user_attr` stores e.g. the MLflow run id
@@ -29,6 +38,8 @@ Example (needs a study storage: WNO_STORAGE or wno-runs/optuna.db):
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import signal
@@ -40,13 +51,14 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from wno.training.config import TrainConfig
 from wno.platform import defaults, schema
 from wno.base.errors import UserError, one_line
-from wno.platform.queue import DEFAULT_HEARTBEAT, STORED_ERROR_LIMIT, Claim, StudyQueue
+from wno.platform.cpu_share import CpuShare, registry_folder
+from wno.platform.queue import (DEFAULT_HEARTBEAT, STORED_ERROR_LIMIT, Claim, StudyQueue,
+                                checkpoint_folder, legacy_checkpoint_folder)
 from wno.platform.spec import StudySpec
 from wno.training import Callback, EpochMetrics, RunInfo, TrainResult
 
@@ -65,6 +77,8 @@ class WorkerOptions:
     checkpoint_dir: str | None = None  # default: WNO_CHECKPOINT_DIR, else wno-runs/checkpoints
     heartbeat_interval: float = DEFAULT_HEARTBEAT
     poll_interval: float = 5.0  # seconds between pops while the queue is empty
+    threads: int | None = None  # torch threads; None: a share of the cores on CPU (cpu_share)
+    cpu_registry: str | None = None  # default: cpu_share.registry_folder(WNO_HOME)
 
 
 @dataclass
@@ -77,6 +91,7 @@ class TrialContext:
     config: TrainConfig  # the full config, machine fields included
     host: str
     device: str
+    study_uid: str = ""  # the study's identity in its storage (keys checkpoints; schema.STUDY_UID)
 
     @property
     def study_name(self) -> str:
@@ -235,9 +250,49 @@ class _PruneCallback(Callback):
         return self.pruned
 
 
+class _ThreadsCallback(Callback):
+    """Applies the worker's thread count when training starts (torch is loaded by then) and
+    after each epoch (CPU workers may have come or gone)."""
+
+    def __init__(self, apply: Callable[[], None]):
+        self.apply = apply
+
+    def on_train_start(self, info: RunInfo) -> None:
+        self.apply()
+
+    def on_epoch_end(self, m: EpochMetrics) -> None:
+        self.apply()
+
+
 def _say(message: str) -> None:
     stamp = time.strftime("%H:%M:%S")
     print(f"{stamp} [worker {socket.gethostname()}:{os.getpid()}] {message}", flush=True)
+
+
+class _SayHandler(logging.Handler):
+    """The training layer's warnings, as lines of the worker's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _say(f"warning: {record.getMessage()}")
+        except Exception:  # a log line must never cost the trial
+            self.handleError(record)
+
+
+_TRAINING_LOG = logging.getLogger("wno.training")
+_SAY_HANDLER = _SayHandler(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _training_warnings_in_log():
+    added = _SAY_HANDLER not in _TRAINING_LOG.handlers  # several workers in one process: once
+    if added:
+        _TRAINING_LOG.addHandler(_SAY_HANDLER)
+    try:
+        yield
+    finally:
+        if added:
+            _TRAINING_LOG.removeHandler(_SAY_HANDLER)
 
 
 # --- the worker ----------------------------------------------------------------------------------------
@@ -254,6 +309,9 @@ class Worker:
         self.stop = threading.Event()
         self.summary = WorkerSummary()
         self._last_sweep = 0.0
+        self._share: CpuShare | None = None
+        self._threads: int | None = None  # torch threads this worker set last
+        self._said: int | None = None  # ... and last told its log
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> WorkerSummary:
@@ -262,37 +320,83 @@ class Worker:
             for name in opts.studies:  # an unknown study name is an error, not an idle worker
                 self.queue.study_id(name)
         where = ", ".join(opts.studies) if opts.studies else "any study"
-        _say(f"pulling from {where} in {self.queue.shown_url} on {opts.device_label}")
         restore = self._install_signal_handlers()
         idle_since = time.monotonic()
         try:
-            while not self.stop.is_set():
-                if opts.max_trials is not None and self.summary.trials >= opts.max_trials:
-                    _say(f"done: {opts.max_trials} trial(s)")
-                    break
-                claim = self._next_claim()
-                if claim is None:
-                    idle = time.monotonic() - idle_since
-                    if opts.idle_timeout is not None and idle >= opts.idle_timeout:
-                        _say("no waiting trials" + (f" for {idle:.0f} s" if idle >= 1 else "")
-                             + "; exiting")
-                        break
-                    wait = opts.poll_interval
-                    if opts.idle_timeout is not None:
-                        wait = min(wait, max(0.1, opts.idle_timeout - idle))
-                    self.stop.wait(wait)
-                    continue
-                if self.stop.is_set():  # a signal arrived while popping: give it straight back
-                    self.queue.hand_back(claim.trial_id)
-                    break
-                outcome = self.run_trial(claim)
-                self.summary.outcomes[outcome] += 1
-                idle_since = time.monotonic()
+            with self._cpu_share(), _training_warnings_in_log():
+                _say(f"pulling from {where} in {self.queue.shown_url} on {opts.device_label}"
+                     + self._threads_text())
+                self._loop(idle_since)
         finally:
             restore()
         counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.summary.outcomes.items()))
         _say(f"exiting ({counts or 'no trials'})")
         return self.summary
+
+    def _loop(self, idle_since: float) -> None:
+        opts = self.options
+        while not self.stop.is_set():
+            if opts.max_trials is not None and self.summary.trials >= opts.max_trials:
+                _say(f"done: {opts.max_trials} trial(s)")
+                break
+            claim = self._next_claim()
+            if claim is None:
+                idle = time.monotonic() - idle_since
+                if opts.idle_timeout is not None and idle >= opts.idle_timeout:
+                    _say("no waiting trials" + (f" for {idle:.0f} s" if idle >= 1 else "")
+                         + "; exiting")
+                    break
+                wait = opts.poll_interval
+                if opts.idle_timeout is not None:
+                    wait = min(wait, max(0.1, opts.idle_timeout - idle))
+                self.stop.wait(wait)
+                continue
+            if self.stop.is_set():  # a signal arrived while popping: give it straight back
+                self.queue.hand_back(claim.trial_id)
+                break
+            outcome = self.run_trial(claim)
+            self.summary.outcomes[outcome] += 1
+            idle_since = time.monotonic()
+
+    # --- threads -------------------------------------------------------------------------------
+    def _cpu_share(self):
+        """Register among this machine's CPU workers for the run (a CPU worker without
+        `threads`); a no-op context otherwise."""
+        opts = self.options
+        if opts.threads is not None or not str(opts.device).startswith("cpu"):
+            return contextlib.nullcontext()
+        folder = opts.cpu_registry or registry_folder(defaults.home())
+        self._share = CpuShare(folder)
+        return self._share
+
+    def _wanted_threads(self) -> int | None:
+        if self.options.threads is not None:
+            return self.options.threads
+        return self._share.threads() if self._share is not None else None
+
+    def _threads_text(self) -> str:
+        n = self._said = self._wanted_threads()
+        if n is None:
+            return ""
+        if self._share is None:
+            return f", {n} torch thread(s) (--threads)"
+        return (f", {n} torch thread(s): {len(self._share.workers())} CPU worker(s) share "
+                f"{self._share.cores} core(s) here")
+
+    def _apply_threads(self) -> None:
+        """Set torch's thread count to this worker's (changed) share; called by training."""
+        n = self._wanted_threads()
+        if n is None or n == self._threads:
+            return
+        import torch
+
+        torch.set_num_threads(n)
+        self._threads = n
+        if n != self._said:
+            _say(f"now {n} torch thread(s)" + (f": {len(self._share.workers())} CPU worker(s) "
+                                                f"share {self._share.cores} core(s) here"
+                                                if self._share is not None else ""))
+            self._said = n
 
     def _next_claim(self) -> Claim | None:
         try:
@@ -389,10 +493,13 @@ class Worker:
             # Optuna's storage cache learns of trials when it reads them; ours was popped by SQL.
             study.get_trials(deepcopy=False)
             optuna_trial = optuna.Trial(study, claim.trial_id)
-        config = self._config(claim, spec, optuna_trial)
-        ctx = TrialContext(self.queue, claim, spec, config, self.host, self.options.device_label)
+        uid = self.queue.study_uid(claim.study_name)
+        config = self._config(claim, spec, optuna_trial, uid)
+        ctx = TrialContext(self.queue, claim, spec, config, self.host, self.options.device_label,
+                           uid)
         pruner = None
-        callbacks: list[Callback] = [_StopCallback(self.stop, beat.lost), _LogCallback(label)]
+        callbacks: list[Callback] = [_StopCallback(self.stop, beat.lost), _LogCallback(label),
+                                     _ThreadsCallback(self._apply_threads)]
         if optuna_trial is not None and spec.epoch_metric():
             pruner = _PruneCallback(optuna_trial, spec.epoch_metric())
             callbacks.append(pruner)
@@ -401,7 +508,7 @@ class Worker:
                 extra += list(self.callbacks_factory(ctx))
             except Exception as e:  # tracking is extra: its failure never costs the trial
                 _say(f"trial {label}: callbacks (tracking) not set up: {one_line(e, 300)}")
-        result = (self.train_fn or train)(config, callbacks + extra, resume=True)
+        result = (self.train_fn or train)(config, callbacks + extra, resume=True, lineage=uid)
 
         if beat.lost.is_set() or self.queue.state(claim.trial_id) != "RUNNING":
             _say(f"trial {label}: taken away while running (cancelled, or failed as stale); "
@@ -427,7 +534,7 @@ class Worker:
                                   "finished, but it was taken away meanwhile; result discarded"))
         return (COMPLETE, None) if ok else (LOST, None)
 
-    def _config(self, claim: Claim, spec: StudySpec, optuna_trial):
+    def _config(self, claim: Claim, spec: StudySpec, optuna_trial, uid: str):
         """The trial's TrainConfig with this machine's fields; a search slot is sampled first."""
         attrs = claim.user_attrs
         if schema.CONFIG not in attrs:
@@ -445,11 +552,16 @@ class Worker:
             raise ValueError(f"the stored configuration hashes to {config.config_hash()}, not the "
                              f"enqueued {enqueued}: this wno version reads the trial differently; "
                              f"recreate the study")
-        checkpoints = defaults.checkpoint_dir(self.options.checkpoint_dir)
+        root = defaults.checkpoint_dir(self.options.checkpoint_dir)
+        folder = checkpoint_folder(root, claim.study_name, uid, enqueued)
+        legacy = legacy_checkpoint_folder(root, claim.study_name, enqueued)
+        if (legacy / "last.pt").is_file() and not (folder / "last.pt").is_file():
+            _say(f"warning: trial {claim.study_name}#{claim.number}: checkpoint in {legacy} "
+                 f"ignored: written before checkpoints carried their study's identity, it may "
+                 f"be another study's of the same name; training from scratch in {folder}")
         return config.replace(
             device=self.options.device, data_dir=defaults.data_dir(self.options.data_dir),
-            save_dir=str(Path(checkpoints) / claim.study_name / enqueued)
-        ).validate()
+            save_dir=str(folder)).validate()
 
 
 def _sample(trial, spec: StudySpec, seed: int) -> dict[str, Any]:

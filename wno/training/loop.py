@@ -4,11 +4,20 @@ Accuracies are fractions in [0, 1]; times in seconds; epochs count from 1.
 
 What a run does, in order: validate the config; read `save_dir/last.pt` when resuming (a
 checkpoint of another configuration is refused); load the data onto the device; build the model
-(seeded); AdamW (no decay on norms, biases, embeddings and positional encodings, see
+(seeded); set the checkpoint aside when it cannot be resumed (see below); AdamW (no decay on norms, biases, embeddings and positional encodings, see
 `wno.training.train_utils.no_weight_decay`) with per-step warmup + cosine; then per epoch: train, validate,
 write `best.pt` (when the validation accuracy improved) and `last.pt` atomically, update
 `metrics.json`, call the callbacks. At the end the final model is evaluated on the test set
 (reported, never selected on; skipped when a callback stopped the run).
+
+Which checkpoints resume: `save_dir/last.pt` of the same configuration (another configuration
+raises `CheckpointMismatch`) and, when the caller names a `lineage` (the worker passes the study's
+identity in its storage), of that lineage only. A checkpoint of another lineage, or one whose
+weights or optimiser groups do not fit what this code builds (the model code changed), is never
+resumed: its files move to `save_dir/ignored-<time>/`, a warning names the folder (logger
+`wno.training`, also in `RunInfo.warnings`) and the run starts from scratch, exactly as a fresh
+one would. Each checkpoint records its lineage and the code that wrote it
+(`wno.base.code_version`); resuming with other code says so in a warning.
 
 Determinism: the model is built after `torch.manual_seed(config.seed)`; data order and
 augmentation depend only on (seed, epoch); `last.pt` holds every RNG state, so resuming after
@@ -25,20 +34,25 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wno.base.code_version import code_version, describe_code, same_code
 from wno.base.utils import keep_freed_memory
 from wno.training.config import TrainConfig
 
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger("wno.training")
+
 CHECKPOINT_FORMAT = 1
 LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.json"
+IGNORED = "ignored-"  # prefix of the folder a checkpoint that cannot be resumed is moved to
 
 
 @dataclass
@@ -75,6 +89,7 @@ class RunInfo:
     test_images: int = 0
     steps_per_epoch: int = 0
     data_source: str = ""
+    warnings: list[str] = field(default_factory=list)  # what train() warned about (checkpoints)
 
 
 @dataclass
@@ -108,6 +123,7 @@ class TrainResult:
     stopped: bool = False
     stop_reason: str | None = None
     history: list[EpochMetrics] = field(default_factory=list)
+    executed_flops: int = 0  # forward FLOPs per image the device's attention path computes
 
     def metrics(self) -> dict[str, float]:
         """Flat final metrics (the names the platform records and reports)."""
@@ -117,6 +133,7 @@ class TrainResult:
             "best_epoch": self.best_epoch,
             "params": self.params,
             "flops": self.flops,
+            "executed_flops": self.executed_flops,
             "tokens": self.tokens,
             "wall_time": self.wall_time,
             "throughput": self.throughput,
@@ -196,20 +213,31 @@ def _model_cost(model, config: TrainConfig):
     return model_cost(model, config)
 
 
-def read_resume_checkpoint(config: TrainConfig) -> dict[str, Any] | None:
-    """`save_dir/last.pt` when it exists, after checking it is a checkpoint of `config`."""
+def read_resume_checkpoint(config: TrainConfig, lineage: str | None = None
+                           ) -> tuple[dict[str, Any] | None, str | None]:
+    """`save_dir/last.pt` to resume, or None; and why an existing one is not resumed, or None.
+
+    A checkpoint of another configuration raises `CheckpointMismatch` (whatever the lineage: the
+    folder was asked for). With a `lineage`, a checkpoint of another lineage (or one that
+    recorded none) is not resumed; without one, any lineage is.
+    """
     from wno.training.train_utils import load_checkpoint
 
     path = Path(config.save_dir) / LAST
     if not path.is_file():
-        return None
+        return None, None
     try:
         ckpt = load_checkpoint(path)
     except Exception as e:
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); move it "
                          "away to start afresh") from None
+    if lineage is not None and ckpt.get("lineage") != lineage:
+        theirs = ckpt.get("lineage")
+        return None, ("it belongs to another study (lineage "
+                      + (f"{theirs}" if theirs else "not recorded: written before checkpoints "
+                         "carried their study's identity") + f", this trial's is {lineage})")
     check_same_config(ckpt, config, path)
-    return ckpt
+    return ckpt, None
 
 
 def check_same_config(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -231,6 +259,54 @@ def check_same_config(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> 
         f"{path} belongs to a different configuration (hash {ckpt.get('config_hash')} vs "
         f"{config.config_hash()}): " + ("; ".join(diff) or "unknown differences")
         + ". Use another save_dir (--save-dir) or move the old checkpoint away.")
+
+
+def checkpoint_misfit(ckpt: dict[str, Any], model, optimizer) -> str | None:
+    """Why `ckpt` cannot be loaded into `model` and `optimizer`, or None when it fits.
+
+    Checked before anything is loaded: `load_state_dict` copies the tensors that fit before it
+    raises about the others, which would leave a half-loaded model to train "from scratch".
+    """
+    saved, mine = ckpt.get("model", {}), model.state_dict()
+    problems = []
+    missing = [k for k in mine if k not in saved]
+    unexpected = [k for k in saved if k not in mine]
+    if missing:
+        problems.append(f"missing keys {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_some(unexpected)}")
+    shape = lambda x: tuple(getattr(x, "shape", ()))  # noqa: E731 (extra states have none)
+    shapes = [f"{k} {shape(saved[k])} in the checkpoint, {shape(v)} here"
+              for k, v in mine.items() if k in saved and shape(saved[k]) != shape(v)]
+    if shapes:
+        problems.append(f"shapes differ: {_some(shapes)}")
+    if not problems:  # the same weights, grouped differently for weight decay
+        theirs = [len(g["params"]) for g in ckpt.get("optimizer", {}).get("param_groups", [])]
+        ours = [len(g["params"]) for g in optimizer.param_groups]
+        if theirs != ours:
+            problems.append(f"optimiser groups of {theirs} parameters in the checkpoint, "
+                            f"{ours} here")
+    return "; ".join(problems) or None
+
+
+def _some(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def set_aside(save_dir: Path) -> Path:
+    """Move a run's files (last.pt, best.pt, metrics.json) into a new `ignored-<time>` folder
+    inside `save_dir`, so that a fresh run neither resumes nor overwrites them."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = save_dir / f"{IGNORED}{stamp}"
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = save_dir / f"{IGNORED}{stamp}-{n}"
+    aside.mkdir(parents=True)
+    for name in (LAST, BEST, METRICS):
+        if (save_dir / name).exists():
+            (save_dir / name).replace(aside / name)
+    return aside
 
 
 def _json_safe(x: Any) -> Any:
@@ -268,13 +344,17 @@ def _throughput(history: list[EpochMetrics], images_per_epoch: int) -> float:
 
 # ------------------------------------------------------------------------------------------------
 def train(config: TrainConfig, callbacks: tuple[Callback, ...] | list[Callback] = (),
-          *, resume: bool = True) -> TrainResult:
+          *, resume: bool = True, lineage: str | None = None) -> TrainResult:
     """Train `config` to completion (or until a callback stops it) and evaluate on the test set.
 
     With `resume=True` a `save_dir/last.pt` of the same configuration is continued (a finished
     one is only evaluated); one of another configuration raises `CheckpointMismatch`. With
     `resume=False` an existing checkpoint of the same configuration is overwritten, one of
     another configuration is still refused (nothing is lost by accident).
+
+    `lineage` names whose checkpoints these are (the worker passes the study's identity): a
+    checkpoint of another lineage is never resumed, nor one whose weights do not fit the model;
+    either is set aside with a warning and the run starts from scratch (see the module's notes).
     """
     import torch
 
@@ -290,9 +370,9 @@ def train(config: TrainConfig, callbacks: tuple[Callback, ...] | list[Callback] 
     if device.type == "cpu":
         keep_freed_memory()
     save_dir = Path(config.save_dir)
-    ckpt = read_resume_checkpoint(config)
+    ckpt, ignore = read_resume_checkpoint(config, lineage)
     if not resume:
-        ckpt = None
+        ckpt, ignore = None, None
 
     data = load_data(config, device)
     if len(data.train) == 0:
@@ -320,14 +400,18 @@ def train(config: TrainConfig, callbacks: tuple[Callback, ...] | list[Callback] 
 
     history: list[EpochMetrics] = []
     best_acc, best_epoch, start_epoch, wall_before = float("nan"), 0, 0, 0.0
+    warned: list[str] = []
     if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise CheckpointMismatch(
-                f"{save_dir / LAST} holds this configuration, but its weights do not fit the model "
-                f"this code builds (the model code changed?): {str(e).splitlines()[0]} Move it "
-                "away to start afresh, or resume with the code that wrote it.") from None
+        misfit = checkpoint_misfit(ckpt, model, optimizer)
+        if misfit:
+            ckpt, ignore = None, ("its weights do not fit the model this code builds (the model "
+                                  f"code changed?): {misfit}")
+    if ignore:
+        aside = set_aside(save_dir)
+        warned.append(f"checkpoint in {save_dir} ignored: {ignore}; training from scratch "
+                        f"(its files are kept in {aside})")
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
@@ -335,6 +419,12 @@ def train(config: TrainConfig, callbacks: tuple[Callback, ...] | list[Callback] 
         best_acc, best_epoch = ckpt["best_val_acc"], ckpt["best_epoch"]
         start_epoch = ckpt["epoch"]
         wall_before = ckpt.get("wall_time", 0.0)
+        if not same_code(ckpt.get("code"), code_version()):
+            warned.append(f"resuming {save_dir} after epoch {start_epoch}: it was written by "
+                            f"{describe_code(ckpt.get('code'))}, this is "
+                            f"{describe_code(code_version())}")
+    for message in warned:
+        log.warning(message)
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -343,7 +433,7 @@ def train(config: TrainConfig, callbacks: tuple[Callback, ...] | list[Callback] 
 
     info = RunInfo(config, cost.params, cost.flops, cost.tokens, str(device), start_epoch,
                    save_dir, list(history), len(data.train), len(data.val), len(data.test),
-                   steps, data.source)
+                   steps, data.source, warned)
     for cb in callbacks:
         cb.on_train_start(info)
 
@@ -378,10 +468,11 @@ def train(config: TrainConfig, callbacks: tuple[Callback, ...] | list[Callback] 
             save_checkpoint(save_dir / BEST, {
                 "format": CHECKPOINT_FORMAT, "epoch": epoch, "val_acc": val.acc,
                 "config": config.to_dict(), "config_hash": config.config_hash(),
-                "model": model.state_dict()})
+                "lineage": lineage, "code": code_version(), "model": model.state_dict()})
         save_checkpoint(save_dir / LAST, {
             "format": CHECKPOINT_FORMAT, "epoch": epoch,
             "config": config.to_dict(), "config_hash": config.config_hash(),
+            "lineage": lineage, "code": code_version(),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": None,  # bf16 autocast needs no loss scaling; fp16 is not offered
@@ -405,7 +496,8 @@ def train(config: TrainConfig, callbacks: tuple[Callback, ...] | list[Callback] 
         params=cost.params, flops=cost.flops, tokens=cost.tokens,
         wall_time=wall_before + time.perf_counter() - started,
         throughput=_throughput(history, train_loader.num_images),
-        epochs_completed=len(history), stopped=stopped, stop_reason=reason, history=history)
+        epochs_completed=len(history), stopped=stopped, stop_reason=reason, history=history,
+        executed_flops=cost.executed_flops)
     write_metrics_json(save_dir, config, history, result, "stopped" if stopped else "finished")
     for cb in callbacks:
         cb.on_train_end(result)
