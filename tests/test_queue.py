@@ -69,6 +69,66 @@ def test_a_rerun_adds_only_what_is_missing(storage_url):
     assert len(trials(storage_url, name)) == 6
 
 
+def test_factors_are_optuna_params_that_stay_compatible_under_update(storage_url):
+    """Optuna refuses a categorical whose choices change within a study; a factor's choices are
+    every value its field allows, so `--update` adding grid values enqueues compatible trials."""
+    def spec(name, **grid):
+        return parse_spec({"name": name, "grid": grid, "seeds": 1, "baselines": {"vit": {}},
+                           "base": {**TINY, "model": "wavelet", "token_layout": "patch",
+                                    "token_patch": 4}})
+
+    q = StudyQueue(storage_url, create=True)
+    name = unique()
+    q.create(spec(name, wavelet=["haar"], use_kernel=[True], lr=[1e-3]))
+    q.create(spec(name, wavelet=["haar", "db2"], use_kernel=[True, False], lr=[1e-3, 5e-3]),
+             update=True)
+    stored = trials(storage_url, name)
+    models = [t for t in stored if t.user_attrs[schema.ROLE] == schema.ROLE_MODEL]
+    assert len(models) == 8  # the first configuration is one of the update's eight
+    for t in models:
+        factors = t.user_attrs[schema.FACTORS]
+        assert {k: t.params[k] for k in factors} == factors  # every factor, as a param
+    choices = {t.distributions["wavelet"].choices for t in models}
+    assert len(choices) == 1 and {"haar", "db2", "sym4", "coif2"} <= set(next(iter(choices)))
+    # the baselines carry the factors they read only (a ViT reads lr, not wavelet or kernel)
+    for t in stored:
+        if t.user_attrs[schema.ROLE] == schema.ROLE_BASELINE:
+            assert "wavelet" not in t.params and "use_kernel" not in t.params
+
+
+def test_a_study_enqueued_without_params_keeps_working(storage_url, monkeypatch):
+    """Studies created before factors became params: their trials pop, finish and retry as
+    before, and an update adds trials with params beside them."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from wno.platform import queue as queue_module
+
+    def old_waiting_trial(plan, space, grid):
+        return optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=plan.user_attrs())
+
+    q = StudyQueue(storage_url, create=True)
+    name = unique()
+    with monkeypatch.context() as m:
+        m.setattr(queue_module, "_waiting_trial", old_waiting_trial)
+        q.create(grid_spec(name, n_seeds=1))
+    assert all(t.params == {} for t in trials(storage_url, name))
+    q.create(grid_spec(name, n_seeds=2), update=True)
+    claims = []
+    while (claim := q.pop([name], host="h", device="cpu")) is not None:
+        claims.append(claim)
+    assert len(claims) == 6
+    study = q.load_study(name)
+    for claim in claims[:-1]:
+        assert q.finish(study, claim, value=0.5, metrics={"best_val_acc": 0.5})
+    assert q.fail(claims[-1].trial_id, "boom") and q.retry(name)
+    done = trials(storage_url, name)
+    assert sum(t.state.name == "COMPLETE" for t in done) == 5
+    assert sum(bool(t.params) for t in done) >= 3  # the update's trials carry their factors
+    df = q.load_study(name).trials_dataframe()
+    assert "params_lr" in df.columns and df["params_lr"].isna().any()
+
+
 def test_update_cancels_waiting_trials_no_longer_defined(storage_url):
     q = StudyQueue(storage_url, create=True)
     name = unique()

@@ -82,13 +82,31 @@ def test_html_and_json_carry_optunas_views(search_report):
     assert set(payload["optuna"]["importances"]) == {"lr", "dropout"}
 
 
-def test_a_grid_study_without_params_has_no_optuna_views(tmp_path):
+def test_a_finished_grid_study_reads_back_with_optunas_own_api(tmp_path):
+    """Grid factors are Optuna params: trials_dataframe has a column per factor, Optuna's
+    importances run, and the report shows them beside its own statistics."""
+    import optuna
+
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     StudyQueue(url, create=True).create(parse_spec({
-        "name": "g", "base": dict(TINY), "grid": {"dropout": [0.0, 0.1]}, "seeds": 1}))
+        "name": "g", "base": {k: v for k, v in TINY.items() if k != "lr"},
+        "grid": {"dropout": [0.0, 0.1], "lr": [1e-3, 1e-2]}, "seeds": 2,
+        "baselines": {"vit_p8": {"patch_size": 8}}}))
     opts = WorkerOptions(device="cpu", device_label="cpu", idle_timeout=0,
                          data_dir=str(tmp_path / "data"), checkpoint_dir=str(tmp_path / "ckpt"),
                          heartbeat_interval=1.0, poll_interval=0.2)
     Worker(StudyQueue(url), opts, train_fn=fake_train).run()
+    study = optuna.load_study(study_name="g", storage=url)
+    df = study.trials_dataframe()
+    # 4 configurations and a baseline twin of each (it reads both factors), 2 seeds
+    assert {"params_dropout", "params_lr"} <= set(df.columns) and len(df) == 16
+    assert (df["state"] == "COMPLETE").all() and df["params_lr"].notna().all()
+    models = df[df["user_attrs_wno_role"] == "model"]
+    assert len(models) == 8 and set(models["params_lr"]) == {1e-3, 1e-2}
+    importances = optuna.importance.get_param_importances(study)
+    assert set(importances) == {"dropout", "lr"}
+    assert sum(importances.values()) == pytest.approx(1.0)
     r = rep.build_report("g", url, curves=False)
-    assert r.kind == "grid" and r.factors == ["dropout"] and not r.effects.empty
+    assert r.kind == "grid" and r.factors == ["dropout", "lr"] and not r.effects.empty
+    assert r.optuna is not None and set(r.optuna.importances) == {"dropout", "lr"}
+    assert "Parameters (Optuna)" in rep.render(r, "html")

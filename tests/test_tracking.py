@@ -574,7 +574,7 @@ def test_a_worker_killed_mid_trial_leaves_one_run_with_every_epoch_once(tmp_path
     import signal
 
     from platform_helpers import epochs_done, start_worker, trials, wait_for, worker_env, write_study
-    from wno.platform.queue import StudyQueue, grace
+    from wno.platform.queue import StudyQueue, checkpoint_folder, grace
     from wno.platform.spec import load_spec
 
     name = f"kill-{uuid.uuid4().hex[:8]}"
@@ -582,9 +582,10 @@ def test_a_worker_killed_mid_trial_leaves_one_run_with_every_epoch_once(tmp_path
     spec = load_spec(write_study(tmp_path, name, base={**TINY_WAVELET, "train_size": 256,
                                                        "epochs": 4},
                                  grid={"lr": [2e-3]}, seeds=1))
-    StudyQueue(storage, create=True).create(spec)
+    queue = StudyQueue(storage, create=True)
+    queue.create(spec)
     env = worker_env(tmp_path, WNO_STORAGE=storage)
-    ckpt = tmp_path / "ckpt" / name / spec.plan[0].key
+    ckpt = checkpoint_folder(tmp_path / "ckpt", name, queue.study_uid(name), spec.plan[0].key)
 
     a = start_worker(["--gpu", "cpu", "--heartbeat", "0.5"], env, tmp_path / "a.log")
     wait_for(lambda: epochs_done(ckpt) >= 1, 300, "worker A's first epoch")

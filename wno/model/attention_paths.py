@@ -412,8 +412,12 @@ class KernelAttention(nn.Module):
         def step() -> None:
             with torch.no_grad():
                 bias = self._bias(path, device)
+            # A generator of its own: timing must not move the global RNG that training draws
+            # from, or a run that measured would differ from one that read the cached choice.
+            gen = torch.Generator(device=device).manual_seed(0)
             with torch.enable_grad():
-                q, k, v = (torch.randn(shape, device=device, requires_grad=True) for _ in range(3))
+                q, k, v = (torch.randn(shape, device=device, generator=gen, requires_grad=True)
+                           for _ in range(3))
                 bias.attend(q, k, v).sum().backward()
 
         return step

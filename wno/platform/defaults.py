@@ -6,7 +6,8 @@ single-machine study is one directory to look at, back up or delete:
     wno-runs/optuna.db        the study storage (WNO_STORAGE overrides; PostgreSQL to scale)
     wno-runs/mlflow.db        MLflow's tracking store (MLFLOW_TRACKING_URI overrides)
     wno-runs/mlartifacts/     MLflow artifacts of the local store
-    wno-runs/checkpoints/     trial checkpoints, one folder per study and configuration
+    wno-runs/checkpoints/     trial checkpoints: <study>/<study uid>/<config hash>/
+    wno-runs/cpu-workers/     lock files of the CPU workers running on each host
     wno-runs/reports/         HTML and other reports
 
 Machine-specific settings come from the worker's environment, never from a study:

@@ -75,9 +75,7 @@ MAX_STALE_RETRIES = 3  # a trial that keeps killing its worker stops being retri
 STORED_ERROR_LIMIT = 2000  # characters of an error kept on a failed trial
 # Run-specific user attrs a retry does not inherit (MLFLOW_RUN is kept: the retry resumes the run).
 _NOT_INHERITED = (schema.ERROR, schema.METRICS, schema.HOST, schema.DEVICE)
-# Study user attr: the study's identity in its storage (random, written when it is created), which
-# keys its checkpoints. Belongs in `wno.platform.schema` beside SPEC (issue 16's report).
-STUDY_UID = "wno_study_uid"
+STUDY_UID = schema.STUDY_UID  # the study's identity in its storage (keys its checkpoints)
 UID_LENGTH = 16  # hex digits; a config hash has 12, so the two kinds of folder never mix
 ERROR_CANCELLED = "cancelled by `wno study cancel`"
 ERROR_REMOVED = "removed from the study definition by `wno study create --update`"
@@ -260,10 +258,24 @@ class StudyQueue:
                            (schema.SPEC, spec.to_dict())):
             self.storage.set_study_user_attr(sid, key, value)
         if missing:
-            self.store.enqueue(sid, [_waiting_trial(t) for t in missing])
+            space = self._param_space(sid, spec)
+            self.store.enqueue(sid, [_waiting_trial(t, space, spec.grid) for t in missing])
         if obsolete:
             self.store.fail_many(sid, obsolete, ERROR_REMOVED, states=("WAITING",))
         return result
+
+    def _param_space(self, sid: int, spec: StudySpec) -> dict[str, list]:
+        """The study's categorical choices of its factors as Optuna params: kept from its
+        creation (Optuna requires the same choices for every trial of a study), extended with
+        the fields a `--update` adds."""
+        from wno.platform.params import space_for
+
+        stored = dict(self.storage.get_study_user_attrs(sid).get(schema.PARAM_SPACE) or {})
+        added = space_for([f for f in spec.grid if f not in stored])
+        if added or schema.PARAM_SPACE not in self.storage.get_study_user_attrs(sid):
+            stored.update(added)
+            self.storage.set_study_user_attr(sid, schema.PARAM_SPACE, stored)
+        return stored
 
     def _existing_study(self, name: str) -> int | None:
         try:
@@ -275,7 +287,7 @@ class StudyQueue:
             return sid
         # A create stopped between Optuna's create_study and the definition (written last): an
         # empty study with at most our other attributes. Finish it rather than refuse it forever.
-        if set(attrs) <= {schema.SPEC_HASH, schema.KIND, STUDY_UID} and \
+        if set(attrs) <= {schema.SPEC_HASH, schema.KIND, STUDY_UID, schema.PARAM_SPACE} and \
                 not self.storage.get_all_trials(sid, deepcopy=False):
             return sid
         raise UserError(f"{self.shown_url} already holds an Optuna study named {name!r} that "
@@ -573,13 +585,18 @@ def _key(trial) -> str:
     return f"slot:{attrs.get(schema.RETRY_OF, trial.number)}"
 
 
-def _waiting_trial(plan: TrialPlan):
-    """An Optuna WAITING trial for `plan`. Grid factors are user attrs only, not Optuna params:
-    a categorical distribution cannot change its choices, and `--update` may add grid values."""
+def _waiting_trial(plan: TrialPlan, space: dict[str, list], grid: dict[str, list]):
+    """An Optuna WAITING trial for `plan`, its factors as Optuna params (`wno.platform.params`:
+    distributions that do not depend on the grid, so `--update` keeps them compatible)."""
     import optuna
     from optuna.trial import TrialState
 
-    return optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=plan.user_attrs())
+    from wno.platform.params import trial_params, widen
+
+    params, dists = trial_params(plan.factors, space)
+    return optuna.trial.create_trial(state=TrialState.WAITING, params=params,
+                                     distributions=widen(dists, grid),
+                                     user_attrs=plan.user_attrs())
 
 
 def _missing(spec: StudySpec, trials: list) -> tuple[list[TrialPlan], int]:

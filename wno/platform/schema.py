@@ -7,6 +7,9 @@ Optuna study user attrs
     SPEC        the study definition as a plain dict (what `wno study create` read)
     SPEC_HASH   hash of that definition (a changed definition under the same name is refused)
     KIND        "grid" or "search"
+    STUDY_UID   the study's identity in its storage (random; written at creation, or on first use
+                for a study created before identities); keys <checkpoint root>/<study>/<uid>/
+    PARAM_SPACE the categorical choices of its factors as Optuna params (wno.platform.params)
 
 Optuna trial user attrs (set when the trial is enqueued, unless noted)
     CONFIG       the trial's TrainConfig as a flat dict, machine fields excluded
@@ -34,6 +37,8 @@ per-epoch metrics are EPOCH_METRICS at step=epoch, final ones are FINAL_METRICS.
 SPEC = "wno_spec"
 SPEC_HASH = "wno_spec_hash"
 KIND = "wno_kind"
+STUDY_UID = "wno_study_uid"
+PARAM_SPACE = "wno_param_space"
 
 CONFIG = "wno_config"
 CONFIG_HASH = "wno_config_hash"

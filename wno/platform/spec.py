@@ -749,10 +749,10 @@ def _factors_read(cfg: TrainConfig, combo: dict, grid: dict[str, list]) -> dict:
 
 def _reads(cfg: TrainConfig, field: str, values: list) -> bool:
     """Does `cfg` read `field` over `values`: do they make more than one configuration of it?
-    (A single value: is it kept by canonical(), which resets the fields a model ignores.)"""
+    (A single value: is it among the fields its model reads, `TrainConfig.ignored_fields`.)"""
     if len(values) > 1:
         return len({cfg.replace(**{field: v}).config_hash() for v in values}) > 1
-    return getattr(cfg.replace(**{field: values[0]}).canonical(), field) == values[0]
+    return field not in cfg.replace(**{field: values[0]}).ignored_fields()
 
 
 def _grid_label(combo: dict, data: dict) -> str:

@@ -182,16 +182,24 @@ class TrainConfig:
         >>> TrainConfig(token_layout="pool", token_patch=1).canonical().token_layout
         'seed'
         """
-        ignored = _IGNORED_BY.get(self.model, ())
-        if self.model == "wavelet" and not self.use_kernel:
-            ignored += _KERNEL_ONLY
         same = self
         if self.model == "wavelet" and self.token_patch == 1:  # 1 x 1 patches or pools: seed
             same = dataclasses.replace(self, token_layout="seed")
-        if same.token_layout == "seed":
-            ignored += ("token_patch",)
         defaults = TrainConfig()
-        return dataclasses.replace(same, **{n: getattr(defaults, n) for n in ignored})
+        return dataclasses.replace(same, **{n: getattr(defaults, n) for n in same.ignored_fields()})
+
+    def ignored_fields(self) -> tuple[str, ...]:
+        """The fields this configuration's model does not read (`canonical` resets them).
+
+        >>> TrainConfig(model="vit").ignored_fields()[:3]
+        ('wavelet', 'n_levels', 'mode')
+        """
+        ignored = _IGNORED_BY.get(self.model, ())
+        if self.model == "wavelet" and not self.use_kernel:
+            ignored += _KERNEL_ONLY
+        if self.model != "wavelet" or self.token_layout == "seed" or self.token_patch == 1:
+            ignored += ("token_patch",)
+        return tuple(dict.fromkeys(ignored))
 
     def config_hash(self, canonical: bool = True) -> str:
         """Stable identity of the configuration (machine fields excluded), 12 hex digits.

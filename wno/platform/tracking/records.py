@@ -4,25 +4,22 @@ the `RunTarget` (experiment, identity tags) of a worker's trial or of a `wno tra
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import os
 import socket
-import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wno.base.code_version import code_version
 from wno.base.utils import mask_secrets, mask_url
 from wno.platform import defaults, schema
 from wno.training.config import TrainConfig
 
 TAG = "wno."  # prefix of every tag we set
 TRAIN_EXPERIMENT = "wno-train"  # the experiment of `wno train` runs
-ENV_GIT_COMMIT = "WNO_GIT_COMMIT"  # the commit of an image built without .git
 PACKAGES = ("wno", "torch", "torchvision", "ptwt", "PyWavelets", "numpy", "optuna", "mlflow",
             "SQLAlchemy", "psycopg", "pandas", "scipy", "pydantic", "psutil", "nvidia-ml-py")
 
@@ -56,25 +53,11 @@ def config_yaml(config: TrainConfig) -> str:
             + yaml.safe_dump(data, sort_keys=False))
 
 
-@functools.lru_cache(maxsize=4)
-def git_info(path: str | None = None) -> dict[str, Any] | None:
-    """{'commit': sha, 'dirty': bool} of the checkout wno runs from ($WNO_GIT_COMMIT in images
-    built without .git), or None. Read once per process."""
-    if os.environ.get(ENV_GIT_COMMIT):
-        return {"commit": os.environ[ENV_GIT_COMMIT], "dirty": None}
-    where = path or str(Path(__file__).resolve().parent)
-    try:
-        head = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        status = subprocess.run(["git", "-C", where, "status", "--porcelain",
-                                 "--untracked-files=no"], capture_output=True, text=True,
-                                timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-    return {"commit": head.stdout.strip(), "dirty": dirty}
+def git_info() -> dict[str, Any] | None:
+    """{'commit': sha, 'dirty': bool} of the code running (`wno.base.code_version`: the checkout,
+    or $WNO_GIT_COMMIT in images built without .git), or None when unknown."""
+    info = code_version()
+    return {"commit": info["commit"], "dirty": info["dirty"]} if info["commit"] else None
 
 
 def environment_info(device: str | None = None) -> dict[str, Any]:
@@ -121,8 +104,9 @@ class RunTarget:
 def trial_target(*, study: str, number: int, trial_id: int, attrs: dict[str, Any],
                  config: TrainConfig, storage_url: str, host: str, device: str,
                  retry_history: Iterable[int] = (), tracking_uri: str | None = None,
-                 description: str = "") -> RunTarget:
-    """The run of an Optuna trial: experiment = study, identity = (study, config hash)."""
+                 description: str = "", study_uid: str = "") -> RunTarget:
+    """The run of an Optuna trial: experiment = study, identity = (study, its id in the storage,
+    config hash), so a study created again under the same name starts its own runs."""
     config_hash = attrs.get(schema.CONFIG_HASH) or config.config_hash()
     seed = attrs.get(schema.SEED, config.seed)
     group = attrs.get(schema.GROUP) or describe(config).rsplit(", seed=", 1)[0]
@@ -136,6 +120,9 @@ def trial_target(*, study: str, number: int, trial_id: int, attrs: dict[str, Any
         f"{TAG}retry_history": ",".join(str(n) for n in retry_history),
         f"{TAG}source": "worker", "mlflow.source.name": "wno worker", "mlflow.source.type": "JOB",
     }
+    identity = {f"{TAG}study": study, f"{TAG}config_hash": config_hash}
+    if study_uid:
+        tags[f"{TAG}study_uid"] = identity[f"{TAG}study_uid"] = study_uid
     exp_tags = {f"{TAG}study": study, f"{TAG}storage": mask_url(storage_url)}
     if description:
         exp_tags["mlflow.note.content"] = description
@@ -143,8 +130,7 @@ def trial_target(*, study: str, number: int, trial_id: int, attrs: dict[str, Any
         tracking_uri=defaults.tracking_uri(tracking_uri), experiment=study,
         run_name=mask_secrets(f"{group}, seed={seed}"), config=config,
         tags={k: mask_secrets(v) for k, v in tags.items()},
-        identity={f"{TAG}study": study, f"{TAG}config_hash": config_hash},
-        run_id=attrs.get(schema.MLFLOW_RUN), trial_number=number,
+        identity=identity, run_id=attrs.get(schema.MLFLOW_RUN), trial_number=number,
         experiment_tags={k: mask_secrets(v) for k, v in exp_tags.items()})
 
 

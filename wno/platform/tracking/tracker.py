@@ -531,7 +531,8 @@ def trial_tracker(ctx, *, tracking_uri: str | None = None,
                           attrs=ctx.user_attrs, config=ctx.config, storage_url=ctx.queue.url,
                           host=ctx.host, device=ctx.device, retry_history=history,
                           tracking_uri=tracking_uri,
-                          description=getattr(ctx.spec, "description", "") or "")
+                          description=getattr(ctx.spec, "description", "") or "",
+                          study_uid=getattr(ctx, "study_uid", "") or "")
 
     def store(run_id: str) -> None:
         if ctx.user_attrs.get(schema.MLFLOW_RUN) != run_id:
