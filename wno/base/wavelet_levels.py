@@ -69,8 +69,8 @@ def check_wavelet_levels(wavelet: str, n_levels: int, mode: str, image_size: int
         alt = (f", or a shorter wavelet that reaches {n_levels} levels: {', '.join(alternatives)}"
                if alternatives else "")
         if mode == "boundary" and max_levels(wavelet, "periodization", image_size) >= n_levels:
-            alt += (f", or mode 'periodization' (circular extension: every orthogonal wavelet "
-                    f"halves exactly down to 1x1)")
+            alt += (", or mode 'periodization' (circular extension: every orthogonal wavelet "
+                    "halves exactly down to 1x1)")
         return (f"n_levels={n_levels} is not reachable for wavelet {wavelet!r} with mode {mode!r} "
                 f"on {image_size}x{image_size} images: at most {reachable} level(s) (its filter has "
                 f"{pywt.Wavelet(wavelet).dec_len} taps); use n_levels <= {reachable}{alt}")
