@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import print_rows, row
+from benchmarks.common import print_rows, provenance, row
 
 COMMAND = "python -m benchmarks.bench_gpu"
 RESULTS = Path(__file__).with_name("gpu_results.json")
@@ -100,8 +100,10 @@ def recorded() -> list[dict]:
                      "no CUDA here and no recorded GPU run (benchmarks/gpu_results.json)")]
     saved = json.loads(RESULTS.read_text())
     rows = saved["rows"]
-    for r in rows:
-        r["notes"] = f"recorded {saved['date']} on {saved['device']} (no GPU here); {r['notes']}"
+    for r in rows:  # measured there and then: the provenance of that run, not of this machine
+        r["notes"] = f"recorded {saved['date']} (no GPU here); {r['notes']}"
+        r.update(device=saved["device"], torch=saved.get("torch"), commit=saved.get("commit"),
+                 dirty=saved.get("dirty"))
     return rows
 
 
@@ -110,9 +112,11 @@ def run(size: str = "small", batch: int = 256, steps: int = 20, save: bool = Fal
         return recorded()
     rows = measure(size, batch, steps)
     if save:
+        where = provenance()
         RESULTS.write_text(json.dumps({"date": dt.date.today().isoformat(),
                                        "device": torch.cuda.get_device_name(0),
-                                       "rows": rows}, indent=1) + "\n")
+                                       "torch": where["torch"], "commit": where["commit"],
+                                       "dirty": where["dirty"], "rows": rows}, indent=1) + "\n")
     return rows
 
 

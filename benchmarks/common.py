@@ -26,14 +26,43 @@ def _sig(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else float(f"{x:.{digits}g}")
 
 
+def device_name() -> str:
+    """The device a row is measured on: the GPU's name, else the CPU's model and core count."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def provenance() -> dict:
+    """Where and with which code a row is measured now: device, torch version, commit."""
+    import torch
+
+    from wno.base.code_version import code_version
+
+    code = code_version()
+    return {"device": device_name(), "torch": torch.__version__.split("+")[0],
+            "commit": code["commit"], "dirty": code["dirty"]}
+
+
 def row(name: str, value: float | None, unit: str, baseline: float | None = None,
         notes: str = "", command: str = "") -> dict:
-    """One BENCHMARKS.md row: a figure, the baseline measured in the same run, their ratio, and
-    the command that reruns it. No value (not measured here) means no ratio."""
+    """One BENCHMARKS.md row: a figure, the baseline measured in the same run, their ratio, the
+    command that reruns it, and where and with which code it was measured (`provenance`). No
+    value (not measured here) means no ratio."""
     ratio = value / baseline if value is not None and baseline else None
     return {"name": name, "value": _sig(value), "unit": unit,
             "baseline": _sig(baseline) if baseline else None, "ratio": _sig(ratio),
-            "command": command, "notes": notes}
+            "command": command, "notes": notes, **provenance()}
 
 
 def print_rows(rows: list[dict]) -> None:

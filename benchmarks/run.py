@@ -54,13 +54,28 @@ def render_section(suite: str, rows: list[dict] | None, error: str | None = None
         lines += [note, ""]
     if error is not None:
         return "\n".join(lines + [f"Not measured in this run: `{error}`", ""]) + "\n"
-    lines += ["| benchmark | value | unit | baseline | ratio | notes | rerun |",
-              "|---|---:|---|---:|---:|---|---|"]
+    lines += ["| benchmark | value | unit | baseline | ratio | notes | measured on | rerun |",
+              "|---|---:|---|---:|---:|---|---|---|"]
     for r in rows or []:
         lines.append(f"| {r['name']} | {_fmt(r.get('value'))} | {r.get('unit', '')} | "
                      f"{_fmt(r.get('baseline'))} | {_fmt(r.get('ratio'))} | "
-                     f"{r.get('notes', '')} | `{r.get('command', '')}` |")
+                     f"{r.get('notes', '')} | {measured_on(r)} | `{r.get('command', '')}` |")
     return "\n".join(lines + [""]) + "\n"
+
+
+def measured_on(r: dict) -> str:
+    """'<device>, torch <v>, <commit>', and STALE when the row's code is not the code now: a
+    figure measured on older code is kept, never passed off as current."""
+    from wno.base.code_version import code_version
+
+    commit = r.get("commit")
+    text = (f"{r.get('device') or 'unknown device'}, torch {r.get('torch') or '?'}, "
+            + (f"commit {commit[:10]}" if commit else "commit unknown")
+            + (" (uncommitted changes)" if r.get("dirty") else ""))
+    now = code_version()["commit"]
+    if not commit or (now and commit != now):
+        text += " **STALE: measured on older code**"
+    return text
 
 
 def render(results: dict[str, list[dict]], errors: dict[str, str], seconds: float) -> str:
