@@ -128,6 +128,19 @@ def test_the_cap_is_documented_configurable_and_exact(tmp_path, monkeypatch):
     with pytest.raises(SpecError, match="WNO_MAX_TRIALS='lots' must be a positive integer"):
         load_spec(tmp_path / "s.yaml")
     assert MAX_TRIALS >= 1000  # large GPU studies (hundreds of trials) fit by default
+    from typer.testing import CliRunner
+
+    from wno.cli import app
+
+    monkeypatch.delenv("WNO_MAX_TRIALS")
+    cli = CliRunner().invoke(app, ["study", "create", str(tmp_path / "t.yaml"), "--dry-run",
+                                   "--max-trials", "32", "--storage",
+                                   f"sqlite:///{tmp_path / 'o.db'}"])
+    assert cli.exit_code == 2 and "a study may plan at most 32" in cli.output
+    ok = CliRunner().invoke(app, ["study", "create", str(tmp_path / "t.yaml"), "--dry-run",
+                                  "--max-trials", "33", "--storage",
+                                  f"sqlite:///{tmp_path / 'o.db'}"])
+    assert ok.exit_code == 0, ok.output
 
 
 @pytest.mark.parametrize("args,message", [

@@ -30,13 +30,16 @@ def register(app: typer.Typer) -> None:
         update: bool = typer.Option(False, "--update", help="Accept a changed definition under "
                                     "an existing name: enqueue its new trials, keep finished "
                                     "ones, cancel waiting ones it no longer contains."),
+        max_trials: int = typer.Option(None, "--max-trials", min=1, help="The most trials the "
+                                       "file may plan, counted before it is expanded.",
+                                       show_default="$WNO_MAX_TRIALS, else 10,000"),
     ) -> None:
         """Validate FILE, print the plan, enqueue its trials (a rerun adds only what is missing)."""
         with user_errors():
             from wno.platform.queue import StudyQueue
             from wno.platform.spec import load_spec
 
-            spec = load_spec(file)
+            spec = load_spec(file, max_trials=max_trials)
             for line in spec.describe():
                 typer.echo(line)
             # A dry run creates nothing, not even the storage file.
