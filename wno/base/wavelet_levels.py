@@ -12,11 +12,7 @@ import math
 
 import pywt
 
-PAD_MODES = ("reflect", "zero", "constant", "periodic", "symmetric")
-# Matrix modes halve every level exactly (32 -> 16 -> 8 -> ...): boundary wavelets (no wrap-around,
-# but the filter must fit the signal) and periodization (circular, reaches every depth down to 1x1).
-MATRIX_MODES = ("boundary", "periodization")
-MODES = (*MATRIX_MODES, *PAD_MODES)
+from wno.base.variants import MATRIX_MODES, MODES, PAD_MODES  # noqa: F401 (re-exported)
 
 
 def available_wavelets() -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from wno.base.sizes import MODEL_SIZES
-from wno.base.wavelet_levels import MODES
+from wno.base.variants import MODES
 from wno.cli.common import Unavailable, UserError, user_errors
 from wno.training import Callback, TrainConfig
 from wno.training.config import REGULARISATION

@@ -36,7 +36,7 @@ def _wavelets() -> list[str]:
 
 
 def _modes() -> list[str]:
-    from wno.base.wavelet_levels import MODES
+    from wno.base.variants import MODES
 
     return list(MODES)
 
