@@ -9,6 +9,9 @@ for one Python version and platform). On the offline machine, with its own pytho
     export PYTHONPATH=~/wno-site${PYTHONPATH:+:$PYTHONPATH}
     python3 -m wno worker --gpu 0
 
+One file of about 500 lines by necessity: it runs where wno is not installed yet, so it can
+import nothing but the standard library, and it travels inside the bundle as `install.py`.
+
 Everything is checked before anything is written, and every problem is named at once: the
 manifest; each wheel (present, sha256, readable, built for this Python and platform); no wheel
 that would shadow the machine's torch stack; torch and torchvision present and new enough; with

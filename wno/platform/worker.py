@@ -30,6 +30,10 @@ trial before training, with a `TrialContext` whose `set_user_attr` stores e.g. t
 A returned callback may also define `on_trial_end(state, error)`: the worker calls it after the
 trial's fate is recorded (state: COMPLETE, PRUNED, FAIL, WAITING when handed back, LOST).
 
+One concern, about 600 lines: the life of a trial on a worker (pop, configure, heartbeat, train,
+record, hand back) and of the worker around it (devices, signals, idle, the CPU share); the
+pieces are small classes that only this loop uses.
+
 Example (needs a study storage: WNO_STORAGE or wno-runs/optuna.db):
     >>> device, label = pin_device("cpu")
     >>> Worker(StudyQueue(), WorkerOptions(device=device, device_label=label,
