@@ -8,6 +8,7 @@ on a test image.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -98,7 +99,8 @@ def compare_command(
                       f"{r.executed_flops / 1e9:.3f}", r.path, f"{r.attention_pairs:,}",
                       f"{r.infer_images_per_s:.1f}" if r.infer_images_per_s else "-",
                       f"{r.train_images_per_s:.1f}" if r.train_images_per_s else "-", rel)
-    Console().print(table)
+    # Piped into a log, rich would squeeze the table into 80 columns and cut the numbers short.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     console.print("GFLOPs/img counts the pairs the model needs (with the kernel: its support); "
                   "executed, the pairs the attention path computes on this device.")
     if figure:
