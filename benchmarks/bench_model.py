@@ -78,7 +78,7 @@ def training_steps(size: str, batch: int, rounds: int) -> list[dict]:
     rows = [
         _row(f"train step, W-MSA {size} kernel on (fused) vs off", secs["on-fused"], "s/step",
              secs["off"], note + "; target <= 1.3 (issue 2)", cmd),
-        _row(f"train step, W-MSA {size} kernel on (sparse, the CPU default) vs off",
+        _row(f"train step, W-MSA {size} kernel on (sparse) vs off",
              secs["on-sparse"], "s/step", secs["off"], note + "; target <= 1.0 (issue 8)", cmd),
         _row(f"train step, W-MSA {size} kernel off vs ViT {size}", secs["off"], "s/step",
              secs["vit"], note + f"; {costs['off'].tokens} vs {costs['vit'].tokens} tokens", cmd),
