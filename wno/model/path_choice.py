@@ -2,7 +2,7 @@
 
 Whether the block-sparse path beats the fused one on a CPU depends on the CPU, not only on how
 much the kernel lets it skip: the sparse path's W-MSA tiny training step took 0.84-0.87x of kernel
-off on a 2-core AMD EPYC, 1.03x on a 2-core Intel Xeon, and 1.13-1.48x on a 2-core Xeon with
+off on a 2-core AMD EPYC, 0.96-1.03x on a 2-core Intel Xeon, and 1.13-1.48x on a 2-core Xeon with
 AVX-512 and AMX (fast dense matmuls; BENCHMARKS.md names the machine of each row). So `auto`
 times both on the shapes it will
 run (a forward and backward of one attention layer, the median of a few repetitions), keeps the
