@@ -28,19 +28,13 @@ def _sig(x: float | None, digits: int = 4) -> float | None:
 
 def device_name() -> str:
     """The device a row is measured on: the GPU's name, else the CPU's model and core count."""
-    import platform
-
     import torch
+
+    from wno.base.utils import cpu_model
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def provenance() -> dict:

@@ -27,12 +27,9 @@ SUITES = ("model", "gpu", "training", "data", "queue", "tracking", "report")
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from wno.base.utils import cpu_model
+
+    cpu = cpu_model()
     gpu = (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
     return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
             f"torch {torch.__version__}")

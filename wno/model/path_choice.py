@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -48,15 +47,9 @@ def autotune_enabled() -> bool:
 
 def cpu_name() -> str:
     """The CPU's model name and the threads torch uses: what the choice depends on."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} x{torch.get_num_threads()} threads"
+    from wno.base.utils import cpu_model
+
+    return f"{cpu_model()} x{torch.get_num_threads()} threads"
 
 
 def key(shape: tuple[int, int, int, int], gathered_fraction: float) -> str:
