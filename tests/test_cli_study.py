@@ -113,6 +113,38 @@ def test_list_status_cancel_retry_delete(tmp_path, sqlite):
     assert missing.exit_code == 2 and "no study named 'ops'" in missing.stderr
 
 
+def test_a_study_stored_with_a_test_objective_still_runs_and_says_so(tmp_path, sqlite):
+    """Older wno accepted `objective: test_acc`; such a stored study must not become unreadable
+    (status, retry and the worker re-read the stored definition): it is read with a note, while
+    a new file with that objective is still refused."""
+    import optuna
+
+    study = write_study(tmp_path, "old", grid={"lr": [1e-3, 2e-3]}, seeds=1)
+    assert wno("study", "create", str(study), "--storage", sqlite).exit_code == 0
+    storage = optuna.storages.RDBStorage(sqlite)
+    sid = storage.get_study_id_from_name("old")
+    stored = storage.get_study_user_attrs(sid)[schema.SPEC]
+    storage.set_study_user_attr(sid, schema.SPEC, {**stored, "objective": {"metric": "test_acc"}})
+
+    status = wno("study", "status", "old", "--storage", sqlite)
+    assert status.exit_code == 0, status.output
+    assert "0/2 done" in status.output
+    assert "note: objective 'test_acc' selects on the test set" in status.output
+    assert StudyQueue(sqlite).spec("old").objective.metric == "test_acc"
+    assert wno("study", "cancel", "old", "--storage", sqlite).exit_code == 0
+    assert "2 trial(s) back" in wno("study", "retry", "old", "--storage", sqlite).output
+
+    report = wno("report", "--study", "old", "--storage", sqlite, "--format", "md",
+                 "--out", "-", "--no-curves")
+    assert report.exit_code == 0, report.output
+    assert "the objective test_acc ranks on the test set" in report.output
+
+    again = write_study(tmp_path, "new", grid={"lr": [1e-3]}, seeds=1,
+                        objective={"metric": "test_acc"})
+    refused = wno("study", "create", str(again), "--storage", sqlite)
+    assert refused.exit_code == 2 and "would select on the test set" in refused.stderr
+
+
 def test_delete_removes_only_that_studys_checkpoints(tmp_path, sqlite):
     """Checkpoints of other studies of the same name (another storage, or older ones without an
     identity) share the name's folder: they are kept, and the output says so."""

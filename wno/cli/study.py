@@ -188,6 +188,7 @@ def _status_lines(st) -> list[str]:
     lines.append(f"{_bar(st.done, st.planned)} {st.done}/{st.planned} done   "
                  + "  ".join(f"{k.lower()} {c.get(k, 0)}"
                              for k in ("WAITING", "RUNNING", "COMPLETE", "PRUNED", "FAIL")))
+    lines += [f"note: {n}" for n in st.notes]
     for failed, new in st.retried_now:
         lines.append(f"trial #{failed} lost its worker: "
                      + (f"re-enqueued as #{new}" if new is not None else "not retried again"))
@@ -240,5 +241,5 @@ def _status_dict(st) -> dict:
     return {"name": st.name, "kind": st.kind, "objective": st.objective, "planned": st.planned,
             "done": st.done, "counts": st.counts, "eta_s": st.eta,
             "mean_trial_s": st.mean_duration,
-            "retried_now": [list(p) for p in st.retried_now],
+            "retried_now": [list(p) for p in st.retried_now], "notes": st.notes,
             "trials": [dataclasses.asdict(t) for t in st.trials]}

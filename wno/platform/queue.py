@@ -140,6 +140,7 @@ class StudyStatus:
     counts: dict[str, int]
     trials: list[TrialInfo]
     retried_now: list[tuple[int, int | None]] = field(default_factory=list)  # from this sweep
+    notes: list[str] = field(default_factory=list)  # the definition's notes
 
     @property
     def running(self) -> list[TrialInfo]:
@@ -207,7 +208,8 @@ class StudyQueue:
         attrs = self.storage.get_study_user_attrs(sid)
         key = (sid, attrs.get(schema.SPEC_HASH, ""))
         if key not in self._specs:
-            self._specs[key] = parse_spec(attrs[schema.SPEC], source=f"stored study {name!r}")
+            self._specs[key] = parse_spec(attrs[schema.SPEC], source=f"stored study {name!r}",
+                                             stored=True)
         return self._specs[key]
 
     def load_study(self, name: str, spec: StudySpec | None = None, sampler_seed: int = 0):
@@ -362,7 +364,7 @@ class StudyQueue:
                            f"{spec.objective.direction} {spec.objective.metric}",
                            planned=len(spec.plan), done=len(done),
                            counts=dict(Counter(t.state.name for t in trials)), trials=infos,
-                           retried_now=retried)
+                           retried_now=retried, notes=list(spec.notes))
 
     def cancel(self, name: str) -> int:
         """Fail every waiting and running trial of `name` (running ones stop at their next

@@ -267,12 +267,14 @@ def trial_cap() -> int:
 
 def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | None = None,
                duplicates: list[tuple[tuple, int]] | None = None,
-               max_trials: int | None = None) -> StudySpec:
+               max_trials: int | None = None, stored: bool = False) -> StudySpec:
     """Validate a study definition given as a dict (a parsed file or a stored spec).
 
     Every section is checked even when another one is broken, so that one run of
     `wno study create` reports every problem at once. `max_trials` refuses a plan that would be
     larger, counted before anything is expanded (None: no cap, for definitions already stored).
+    `stored=True` reads a definition a storage already holds: a rule added after it was stored
+    (a test metric as objective) becomes a note, so that its trials still run and report.
     """
     if not isinstance(data, dict):
         raise SpecError(["the file must hold a mapping with at least `name` and `grid` or "
@@ -299,7 +301,7 @@ def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | No
     seeds = _seeds(p, data.get("seeds", [0]), max_trials)
     baselines = _baselines(p, data.get("baselines", {}), grid, data)
     objective = f.objective if f else Objective()
-    _check_metric(p, data.get("objective"))
+    stored_notes = _check_metric(p, data.get("objective"), stored)
     search = None
     if data.get("search") is not None:
         if data.get("grid"):
@@ -321,6 +323,7 @@ def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | No
     if p.items:
         raise SpecError(p.messages(), source)
     assert f is not None
+    notes = stored_notes + notes
     return StudySpec(name=f.name, description=f.description, base=base, grid=grid, seeds=seeds,
                      baselines=baselines, objective=objective, search=search, plan=plan,
                      notes=notes)
@@ -529,9 +532,14 @@ def _baselines(p: _Problems, raw: Any, grid: dict, data: dict) -> dict[str, dict
     return out
 
 
-def _check_metric(p: _Problems, objective: Any) -> None:
+def _check_metric(p: _Problems, objective: Any, stored: bool) -> list[str]:
+    """Problems of the objective's metric; the notes a stored study keeps instead of a refusal."""
     metric = objective.get("metric") if isinstance(objective, dict) else None
     if isinstance(metric, str) and metric in TEST_METRICS:
+        if stored:
+            return [f"objective {metric!r} selects on the test set (stored before wno refused "
+                    f"test metrics as objectives): read its ranking as test-set selection, or "
+                    f"create the study again with {' or '.join(EPOCH_METRIC)}"]
         p.add(("objective", "metric"), f"{metric!r} would select on the test set: the objective "
                                        f"ranks configurations (and steers a search), so it must "
                                        f"be a validation metric ({', '.join(EPOCH_METRIC)}); "
@@ -540,6 +548,7 @@ def _check_metric(p: _Problems, objective: Any) -> None:
         p.add(("objective", "metric"), f"{metric!r} is not a final metric"
                                        f"{_suggest(metric, schema.FINAL_METRICS)}; allowed: "
                                        f"{', '.join(schema.FINAL_METRICS)}")
+    return []
 
 
 def _seeds(p: _Problems, seeds: Any, cap: int | None) -> list[int]:

@@ -39,6 +39,7 @@ from wno.platform.report.data import (BUDGET_KEYS, CONFIG_COLUMNS, COSTS, CURVE_
                                       TRIAL_COLUMNS, Report)
 from wno.platform.report.optuna_views import optuna_views
 from wno.platform.report.stats import Stats, finite_mean, holm, summarize, welch
+from wno.platform.spec import TEST_METRICS
 from wno.platform.storage import Store
 from wno.platform.tracking import history
 
@@ -61,6 +62,10 @@ def build_report(study_name: str, storage: str | None = None, tracking_uri: str 
     configs, notes = aggregate(records, factors, levels, seeds)
     baseline_names = _baseline_names(spec, configs)
     comparisons = compare(configs, baseline_names, notes)
+    if objective in TEST_METRICS:  # a study stored before such objectives were refused
+        notes.append(f"the objective {objective} ranks on the test set: this study was created "
+                     f"before wno refused test metrics as objectives, so its ranking is a "
+                     f"selection on the test set")
     reference = baseline_names[0] if baseline_names else None
     configs = _with_reference(configs, comparisons, reference)
     report = Report(
