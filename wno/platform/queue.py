@@ -61,8 +61,9 @@ from typing import Any
 
 from wno.base.errors import UserError, one_line
 from wno.platform import schema
-from wno.platform.spec import StudySpec, TrialPlan, parse_spec
+from wno.platform.spec import SpecError, StudySpec, TrialPlan, resolve_stored
 from wno.platform.storage import Store, retrying
+from wno.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +205,18 @@ class StudyQueue:
 
     def spec(self, name: str) -> StudySpec:
         """The stored definition of study `name` (validated again; cached per definition)."""
-        sid = self.study_id(name)
+        return self._stored_spec(self.study_id(name), name)
+
+    def _stored_spec(self, sid: int, name: str) -> StudySpec:
         attrs = self.storage.get_study_user_attrs(sid)
-        key = (sid, attrs.get(schema.SPEC_HASH, ""))
+        defaults = attrs.get(schema.DEFAULTS)
+        key = (sid, attrs.get(schema.SPEC_HASH, ""), json.dumps(defaults, sort_keys=True))
         if key not in self._specs:
-            self._specs[key] = parse_spec(attrs[schema.SPEC], source=f"stored study {name!r}",
-                                             stored=True)
+            trials = [] if defaults is not None else self.storage.get_all_trials(sid, deepcopy=False)
+            keys = {t.user_attrs[schema.CONFIG_HASH] for t in trials
+                    if schema.CONFIG_HASH in t.user_attrs}
+            self._specs[key] = resolve_stored(attrs[schema.SPEC], defaults, keys,
+                                              source=f"stored study {name!r}")
         return self._specs[key]
 
     def load_study(self, name: str, spec: StudySpec | None = None, sampler_seed: int = 0):
@@ -257,6 +264,7 @@ class StudyQueue:
             self._ensure_uid(sid)
         # The definition last: a study holding it holds the others (see _existing_study).
         for key, value in ((schema.SPEC_HASH, spec.spec_hash()), (schema.KIND, spec.kind),
+                           (schema.DEFAULTS, TrainConfig.defaults()),
                            (schema.SPEC, spec.to_dict())):
             self.storage.set_study_user_attr(sid, key, value)
         if missing:
@@ -289,7 +297,8 @@ class StudyQueue:
             return sid
         # A create stopped between Optuna's create_study and the definition (written last): an
         # empty study with at most our other attributes. Finish it rather than refuse it forever.
-        if set(attrs) <= {schema.SPEC_HASH, schema.KIND, STUDY_UID, schema.PARAM_SPACE} and \
+        if set(attrs) <= {schema.SPEC_HASH, schema.KIND, STUDY_UID, schema.PARAM_SPACE,
+                          schema.DEFAULTS} and \
                 not self.storage.get_all_trials(sid, deepcopy=False):
             return sid
         raise UserError(f"{self.shown_url} already holds an Optuna study named {name!r} that "
@@ -297,10 +306,21 @@ class StudyQueue:
 
     def _check_compatible(self, sid: int, spec: StudySpec, update: bool) -> None:
         attrs = self.storage.get_study_user_attrs(sid)
-        if attrs.get(schema.SPEC_HASH) == spec.spec_hash():
+        stored_hash, pinned = attrs.get(schema.SPEC_HASH), {}
+        if schema.SPEC in attrs:
+            try:  # the stored definition under the defaults it was stored with
+                stored = self._stored_spec(sid, spec.name)
+                stored_hash, pinned = stored.spec_hash(), stored.pinned
+            except SpecError:
+                pass  # no longer valid: compared by its stored hash
+        if stored_hash == spec.spec_hash():
             return
         old = attrs.get(schema.SPEC, {})
-        changes = "; ".join(_diff(old, spec.to_dict())) or "definition changed"
+        today = TrainConfig.defaults()
+        changes = "; ".join(_diff(old, spec.to_dict()) + [
+            f"default {k}: {_short(v)} when it was stored -> {_short(today[k])} today"
+            for k, v in pinned.items()]
+        ) or "definition changed"
         direction = self.storage.get_study_directions(sid)[0].name.lower()
         if schema.SPEC not in attrs:  # an interrupted create (see _existing_study)
             if direction != spec.objective.direction:

@@ -10,6 +10,8 @@ Optuna study user attrs
     STUDY_UID   the study's identity in its storage (random; written at creation, or on first use
                 for a study created before identities); keys <checkpoint root>/<study>/<uid>/
     PARAM_SPACE the categorical choices of its factors as Optuna params (wno.platform.params)
+    DEFAULTS    TrainConfig.defaults() when the definition was stored: the fields it leaves unset
+                keep them after an upgrade changes a default (absent: inferred from the trials)
 
 Optuna trial user attrs (set when the trial is enqueued, unless noted)
     CONFIG       the trial's TrainConfig as a flat dict, machine fields excluded
@@ -39,6 +41,7 @@ SPEC_HASH = "wno_spec_hash"
 KIND = "wno_kind"
 STUDY_UID = "wno_study_uid"
 PARAM_SPACE = "wno_param_space"
+DEFAULTS = "wno_defaults"
 
 CONFIG = "wno_config"
 CONFIG_HASH = "wno_config_hash"

@@ -47,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -62,7 +63,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from wno.base.safe_yaml import YamlError, compose, load_yaml, read_text
-from wno.training.config import ConfigError, TrainConfig
+from wno.training.config import EARLIER_DEFAULTS, ConfigError, TrainConfig
 from wno.platform import schema
 from wno.platform.search import PRUNERS, SAMPLERS, SearchSpace
 
@@ -139,15 +140,16 @@ class TrialPlan:
 
     @property
     def key(self) -> str:
-        """What makes two trials the same: the config hash (a search slot has none)."""
-        return self.config.config_hash() if self.config is not None else ""
+        """What makes two trials the same: the config hash (a search slot has none). The config is
+        canonical already, under the defaults its study was stored with: hashed as it is."""
+        return self.config.config_hash(canonical=False) if self.config is not None else ""
 
     def user_attrs(self) -> dict[str, Any]:
         attrs = {schema.ROLE: self.role, schema.FACTORS: self.factors, schema.GROUP: self.group,
                  schema.SEED: self.seed}
         if self.config is not None:
             attrs[schema.CONFIG] = self.config.to_dict(machine=False)
-            attrs[schema.CONFIG_HASH] = self.config.config_hash()
+            attrs[schema.CONFIG_HASH] = self.key
         return attrs
 
 
@@ -165,6 +167,9 @@ class StudySpec:
     search: SearchSpace | None
     plan: list[TrialPlan]
     notes: list[str]  # harmless things worth saying in the plan (e.g. merged duplicates)
+    # Defaults the study was stored under, where they differ from today's (empty for a new file):
+    # the fields the file leaves unset keep them, so an upgrade changes no stored study's trials.
+    pinned: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -188,9 +193,20 @@ class StudySpec:
         return d
 
     def spec_hash(self) -> str:
-        """Identity of the definition; the description is free text and does not count."""
+        """Identity of the definition; the description is free text and does not count. Stored
+        defaults that differ from today's count (the same file means other trials today)."""
         d = {k: v for k, v in self.to_dict().items() if k != "description"}
+        if self.pinned:
+            d["pinned_defaults"] = self.pinned
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def config_base(self) -> dict[str, Any]:
+        """What every configuration starts from: `base` over the pinned defaults it leaves unset."""
+        return _resolved_base(self.base, self.grid, self.search, self.pinned)
+
+    def canonical_defaults(self) -> dict[str, Any] | None:
+        """The defaults `TrainConfig.canonical` resets ignored fields to (None: today's)."""
+        return {**TrainConfig.defaults(), **self.pinned} if self.pinned else None
 
     def epoch_metric(self) -> str | None:
         """The per-epoch metric a search trial reports for pruning."""
@@ -267,7 +283,8 @@ def trial_cap() -> int:
 
 def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | None = None,
                duplicates: list[tuple[tuple, int]] | None = None,
-               max_trials: int | None = None, stored: bool = False) -> StudySpec:
+               max_trials: int | None = None, stored: bool = False,
+               defaults: dict[str, Any] | None = None) -> StudySpec:
     """Validate a study definition given as a dict (a parsed file or a stored spec).
 
     Every section is checked even when another one is broken, so that one run of
@@ -275,6 +292,8 @@ def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | No
     larger, counted before anything is expanded (None: no cap, for definitions already stored).
     `stored=True` reads a definition a storage already holds: a rule added after it was stored
     (a test metric as objective) becomes a note, so that its trials still run and report.
+    `defaults` are the field defaults it was stored under (`TrainConfig.defaults()` then); the
+    fields the definition leaves unset keep them (`StudySpec.pinned`).
     """
     if not isinstance(data, dict):
         raise SpecError(["the file must hold a mapping with at least `name` and `grid` or "
@@ -315,18 +334,63 @@ def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | No
     elif f and not grid and not p.items:
         p.add(("grid",), "required: a grid (factor -> list of values) or a search block")
 
+    pinned = _pinned(defaults)
     plan: list[TrialPlan] = []
     notes: list[str] = []
     if seeds and (grid or search or baselines) and _fits(p, grid, seeds, baselines, search,
                                                          data, max_trials):
-        plan, notes = _plan(p, base, grid, seeds, baselines, search, data)
+        plan, notes = _plan(p, _resolved_base(base, grid, search, pinned), grid, seeds, baselines,
+                            search, data, {**TrainConfig.defaults(), **pinned} if pinned else None)
     if p.items:
         raise SpecError(p.messages(), source)
     assert f is not None
+    if pinned:
+        stored_notes.append("stored under earlier defaults ("
+                            + ", ".join(f"{k}={v}" for k, v in pinned.items())
+                            + "): its trials keep them wherever the definition leaves a field "
+                              "unset (`wno study create --update` moves it to today's)")
     notes = stored_notes + notes
     return StudySpec(name=f.name, description=f.description, base=base, grid=grid, seeds=seeds,
                      baselines=baselines, objective=objective, search=search, plan=plan,
-                     notes=notes)
+                     notes=notes, pinned=pinned)
+
+
+def resolve_stored(data: dict, defaults: dict[str, Any] | None, trial_keys: set[str], *,
+                   source: str = "stored study") -> StudySpec:
+    """A stored definition, read under the defaults it was stored with.
+
+    A study stored before studies recorded their defaults (`defaults` None) is read under the
+    set, today's or one of `EARLIER_DEFAULTS`, whose plan holds most of its trials' config
+    hashes (`trial_keys`); today's on a tie (a study without trials yet).
+    """
+    if defaults is not None:
+        return parse_spec(data, source=source, stored=True, defaults=defaults)
+    best, first_error = None, None
+    for candidate in (None, *({**TrainConfig.defaults(), **d} for d in EARLIER_DEFAULTS)):
+        try:
+            spec = parse_spec(data, source=source, stored=True, defaults=candidate)
+        except SpecError as e:
+            first_error = first_error or e
+            continue
+        hits = len({t.key for t in spec.plan if t.config is not None} & trial_keys)
+        if best is None or hits > best[0]:
+            best = (hits, spec)
+    if best is None:
+        assert first_error is not None
+        raise first_error
+    return best[1]
+
+
+def _pinned(defaults: dict[str, Any] | None) -> dict[str, Any]:
+    """The stored defaults that differ from today's (fields no longer known are dropped)."""
+    today = TrainConfig.defaults()
+    return {k: v for k, v in (defaults or {}).items()
+            if k in today and k != "seed" and v != today[k]}
+
+
+def _resolved_base(base: dict, grid: dict, search: SearchSpace | None, pinned: dict) -> dict:
+    chosen = set(grid) | set(search.params if search is not None else ())
+    return {**{k: v for k, v in pinned.items() if k not in chosen}, **base}
 
 
 # --- problems and their places -------------------------------------------------------------------
@@ -693,8 +757,8 @@ def _fits(p: _Problems, grid: dict[str, list], seeds: list[int], baselines: dict
 
 
 def _plan(p: _Problems, base: dict, grid: dict[str, list], seeds: list[int],
-          baselines: dict[str, dict], search: SearchSpace | None, data: dict
-          ) -> tuple[list[TrialPlan], list[str]]:
+          baselines: dict[str, dict], search: SearchSpace | None, data: dict,
+          canonical: dict[str, Any] | None = None) -> tuple[list[TrialPlan], list[str]]:
     """Every trial of the study, seed-major (one seed of everything first), duplicates merged."""
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     models: list[tuple[dict, TrainConfig]] = []
@@ -722,7 +786,7 @@ def _plan(p: _Problems, base: dict, grid: dict[str, list], seeds: list[int],
     for seed in seeds:
         for name, factors, cfg in twins:
             group = schema.group_label(factors)
-            _add(plan, seen, labels, notes, TrialPlan(cfg.replace(seed=seed).canonical(),
+            _add(plan, seen, labels, notes, TrialPlan(cfg.replace(seed=seed).canonical(canonical),
                                                       schema.ROLE_BASELINE, factors, group, seed),
                  group)
         if search is not None:
@@ -731,7 +795,7 @@ def _plan(p: _Problems, base: dict, grid: dict[str, list], seeds: list[int],
         for combo, cfg in models:
             factors = _factors_read(cfg, combo, grid)
             _add(plan, seen, labels, notes,
-                 TrialPlan(cfg.replace(seed=seed).canonical(), schema.ROLE_MODEL, factors,
+                 TrialPlan(cfg.replace(seed=seed).canonical(canonical), schema.ROLE_MODEL, factors,
                            schema.group_label(factors), seed), schema.group_label(combo))
     return plan, list(dict.fromkeys(notes))
 

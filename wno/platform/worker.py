@@ -581,8 +581,10 @@ def _sample(trial, spec: StudySpec, seed: int) -> dict[str, Any]:
         else:
             params[name] = trial.suggest_float(name, dist.low, dist.high, step=dist.step,
                                                log=dist.log)
-    config = TrainConfig.from_dict({**spec.base, **params, "seed": seed}).canonical()
-    return {schema.CONFIG: config.to_dict(machine=False), schema.CONFIG_HASH: config.config_hash(),
+    config = TrainConfig.from_dict({**spec.config_base(), **params, "seed": seed}).canonical(
+        spec.canonical_defaults())
+    return {schema.CONFIG: config.to_dict(machine=False),
+            schema.CONFIG_HASH: config.config_hash(canonical=False),
             schema.FACTORS: params,
             schema.GROUP: schema.group_label({k: _fmt(v) for k, v in params.items()})}
 

@@ -40,6 +40,12 @@ _IGNORED_BY = {
             "kernel_radius", "kernel_scale_bandwidth", "attention"),
     "wavelet": ("patch_size",),
 }
+# Defaults of earlier versions, newest first, where they differ from today's. Studies stored
+# before they recorded their defaults are read under the set that reproduces their trials
+# (wno.platform.spec.resolve_stored).
+EARLIER_DEFAULTS: tuple[dict[str, Any], ...] = (
+    {"model_size": "tiny", "wavelet": "haar", "epochs": 10, "warmup_epochs": 1.0},
+)
 # Fields a W-MSA model reads only with the kernel on.
 _KERNEL_ONLY = ("kernel_radius", "kernel_scale_bandwidth", "attention")
 
@@ -171,9 +177,10 @@ class TrainConfig:
             raise ConfigError([f"config file {str(path)!r} must hold a mapping of field: value"])
         return cls.from_dict(data)
 
-    def canonical(self) -> TrainConfig:
+    def canonical(self, defaults: dict[str, Any] | None = None) -> TrainConfig:
         """The same run with the fields its model kind ignores reset to their defaults, and values
-        that build the same model written one way.
+        that build the same model written one way. `defaults` replaces the class defaults (a
+        stored study is resolved under the defaults it was created with, see `defaults()`).
 
         A ViT does not read `wavelet` or `use_kernel`; without this, two identical ViT runs could
         carry different hashes and a study would train the same baseline twice. Likewise the seed
@@ -185,8 +192,14 @@ class TrainConfig:
         same = self
         if self.model == "wavelet" and self.token_patch == 1:  # 1 x 1 patches or pools: seed
             same = dataclasses.replace(self, token_layout="seed")
-        defaults = TrainConfig()
-        return dataclasses.replace(same, **{n: getattr(defaults, n) for n in same.ignored_fields()})
+        reset = {**TrainConfig.defaults(), **(defaults or {})}
+        return dataclasses.replace(same, **{n: reset[n] for n in same.ignored_fields()})
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default (machine fields excluded): what a study records when it is
+        stored, so that a later change of a default does not change the study's trials."""
+        return cls().to_dict(machine=False)
 
     def ignored_fields(self) -> tuple[str, ...]:
         """The fields this configuration's model does not read (`canonical` resets them).

@@ -39,7 +39,7 @@ from wno.platform.report.data import (BUDGET_KEYS, CONFIG_COLUMNS, COSTS, CURVE_
                                       TRIAL_COLUMNS, Report)
 from wno.platform.report.optuna_views import optuna_views
 from wno.platform.report.stats import Stats, finite_mean, holm, summarize, welch
-from wno.platform.spec import TEST_METRICS
+from wno.platform.spec import TEST_METRICS, SpecError, resolve_stored
 from wno.platform.storage import Store
 from wno.platform.tracking import history
 
@@ -76,7 +76,7 @@ def build_report(study_name: str, storage: str | None = None, tracking_uri: str 
         factors=factors, levels=levels, seeds_expected=seeds, trials=trials, configs=configs,
         comparisons=comparisons, effects=effects(records, factors, levels), reference=reference,
         notes=notes, optuna=optuna_views(study, objective, direction),
-        fixed=dict(spec.get("base") or {}),
+        fixed=_fixed(spec, study, notes),
     )
     if curves:
         uri = defaults.tracking_uri(tracking_uri)
@@ -87,6 +87,19 @@ def build_report(study_name: str, storage: str | None = None, tracking_uri: str 
     else:
         report.curves_note = "learning curves were not requested (MLflow not consulted)"
     return report
+
+
+def _fixed(spec: dict, study, notes: list[str]) -> dict:
+    """The settings every trial shares: the file's base over the defaults the study was stored
+    with, where those differ from today's (and a note saying so)."""
+    keys = {t.user_attrs[schema.CONFIG_HASH] for t in study.get_trials(deepcopy=False)
+            if schema.CONFIG_HASH in t.user_attrs}
+    try:
+        stored = resolve_stored(spec, study.user_attrs.get(schema.DEFAULTS), keys)
+    except SpecError:  # no longer a valid definition: its file's base is all there is to show
+        return dict(spec.get("base") or {})
+    notes += [n for n in stored.notes if n.startswith("stored under earlier defaults")]
+    return stored.config_base()
 
 
 def _objective(spec: dict, study) -> tuple[str, str]:
