@@ -206,7 +206,7 @@ class StudySpec:
 
     def canonical_defaults(self) -> dict[str, Any] | None:
         """The defaults `TrainConfig.canonical` resets ignored fields to (None: today's)."""
-        return {**TrainConfig.defaults(), **self.pinned} if self.pinned else None
+        return _canonical_defaults(self.pinned)
 
     def epoch_metric(self) -> str | None:
         """The per-epoch metric a search trial reports for pruning."""
@@ -340,15 +340,12 @@ def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | No
     if seeds and (grid or search or baselines) and _fits(p, grid, seeds, baselines, search,
                                                          data, max_trials):
         plan, notes = _plan(p, _resolved_base(base, grid, search, pinned), grid, seeds, baselines,
-                            search, data, {**TrainConfig.defaults(), **pinned} if pinned else None)
+                            search, data, _canonical_defaults(pinned))
     if p.items:
         raise SpecError(p.messages(), source)
     assert f is not None
     if pinned:
-        stored_notes.append("stored under earlier defaults ("
-                            + ", ".join(f"{k}={v}" for k, v in pinned.items())
-                            + "): its trials keep them wherever the definition leaves a field "
-                              "unset (`wno study create --update` moves it to today's)")
+        stored_notes.append(pinned_note(pinned))
     notes = stored_notes + notes
     return StudySpec(name=f.name, description=f.description, base=base, grid=grid, seeds=seeds,
                      baselines=baselines, objective=objective, search=search, plan=plan,
@@ -379,6 +376,17 @@ def resolve_stored(data: dict, defaults: dict[str, Any] | None, trial_keys: set[
         assert first_error is not None
         raise first_error
     return best[1]
+
+
+def pinned_note(pinned: dict[str, Any]) -> str:
+    """What status and the report say of a study stored under earlier defaults."""
+    return ("stored under earlier defaults (" + ", ".join(f"{k}={v}" for k, v in pinned.items())
+            + "): its trials keep them wherever the definition leaves a field unset "
+              "(`wno study create --update` moves it to today's)")
+
+
+def _canonical_defaults(pinned: dict[str, Any]) -> dict[str, Any] | None:
+    return {**TrainConfig.defaults(), **pinned} if pinned else None
 
 
 def _pinned(defaults: dict[str, Any] | None) -> dict[str, Any]:

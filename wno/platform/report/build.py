@@ -39,7 +39,7 @@ from wno.platform.report.data import (BUDGET_KEYS, CONFIG_COLUMNS, COSTS, CURVE_
                                       TRIAL_COLUMNS, Report)
 from wno.platform.report.optuna_views import optuna_views
 from wno.platform.report.stats import Stats, finite_mean, holm, summarize, welch
-from wno.platform.spec import TEST_METRICS, SpecError, resolve_stored
+from wno.platform.spec import TEST_METRICS, SpecError, pinned_note, resolve_stored
 from wno.platform.storage import Store
 from wno.platform.tracking import history
 
@@ -98,7 +98,8 @@ def _fixed(spec: dict, study, notes: list[str]) -> dict:
         stored = resolve_stored(spec, study.user_attrs.get(schema.DEFAULTS), keys)
     except SpecError:  # no longer a valid definition: its file's base is all there is to show
         return dict(spec.get("base") or {})
-    notes += [n for n in stored.notes if n.startswith("stored under earlier defaults")]
+    if stored.pinned:
+        notes.append(pinned_note(stored.pinned))
     return stored.config_base()
 
 
