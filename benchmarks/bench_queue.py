@@ -92,29 +92,36 @@ def _study(name: str, n_trials: int):
                        "seeds": 1})
 
 
+def _race(target, args: tuple, n_workers: int, timeout: float) -> tuple[list, float]:
+    """Start `n_workers` spawned processes of `target(*args, ready, start, results)`, release
+    them together once all are ready (imported and connected), and collect one result tuple
+    each, its last item the time it finished. Returns (results, seconds to the last finish)."""
+    ctx = mp.get_context("spawn")
+    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, ready, start, results))
+             for _ in range(n_workers)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=600)
+    time.sleep(0.5)
+    t0 = time.time()
+    start.set()
+    outs = [results.get(timeout=timeout) for _ in procs]
+    for p in procs:
+        p.join()
+    return outs, max(o[-1] for o in outs) - t0
+
+
 def _measure_workers(url: str, n_workers: int, n_trials: int, ckpt: str) -> dict:
     from wno.platform.queue import StudyQueue
 
     name = f"bench-{n_workers}w-{os.getpid()}-{time.time_ns() % 10**8}"
     queue = StudyQueue(url, create=True)
     queue.create(_study(name, n_trials))
-    ctx = mp.get_context("spawn")
-    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_worker_process, args=(url, name, ckpt, ready, start, results))
-             for _ in range(n_workers)]
-    for p in procs:
-        p.start()
-    for _ in procs:  # every process has imported everything and connected
-        ready.get(timeout=600)
-    time.sleep(0.5)
-    t0 = time.time()
-    start.set()
-    outs = [results.get(timeout=1800) for _ in procs]
-    for p in procs:
-        p.join()
+    outs, elapsed = _race(_worker_process, (url, name, ckpt), n_workers, timeout=1800)
     done = sum(o[0] for o in outs)
     pops = [x for o in outs for x in o[1]]
-    elapsed = max(o[2] for o in outs) - t0
     assert done == n_trials, f"{done} of {n_trials} trials ran"
     states = {t.state.name for t in queue.storage.get_all_trials(queue.study_id(name))}
     assert states == {"COMPLETE"}, states
@@ -285,24 +292,11 @@ def _measure_cpu_workers(url: str, n_workers: int, n_trials: int, tmp: Path,
     queue = StudyQueue(url, create=True)
     queue.create(parse_spec({"name": name, "base": CPU_TRIAL, "seeds": 1,
                              "grid": {"lr": [1e-3 * (i + 1) for i in range(n_trials)]}}))
-    ctx = mp.get_context("spawn")
-    ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-    args = (url, name, str(tmp / "ckpt"), str(tmp / f"registry-{name}"), threads, ready, start,
-            results)
-    procs = [ctx.Process(target=_cpu_worker_process, args=args) for _ in range(n_workers)]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        ready.get(timeout=600)
-    time.sleep(0.5)
-    t0 = time.time()
-    start.set()
-    outs = [results.get(timeout=3600) for _ in procs]
-    for p in procs:
-        p.join()
+    args = (url, name, str(tmp / "ckpt"), str(tmp / f"registry-{name}"), threads)
+    outs, elapsed = _race(_cpu_worker_process, args, n_workers, timeout=3600)
     done = sum(o[0] for o in outs)
     assert done == n_trials, f"{done} of {n_trials} trials ran"
-    return done, max(o[2] for o in outs) - t0, [e for o in outs for e in o[1]]
+    return done, elapsed, [e for o in outs for e in o[1]]
 
 
 def cpu_worker_rows(quick: bool = False) -> list[dict]:

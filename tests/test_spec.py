@@ -110,6 +110,15 @@ def test_test_metrics_are_refused_as_objectives_with_the_reason(kind, metric):
     assert "objective.metric" in str(err.value) and "best_val_acc" in str(err.value)
 
 
+@pytest.mark.parametrize("metric, pruned_on", [("test_acc", "val_acc"), ("test_loss", "val_loss")])
+def test_a_stored_search_with_a_test_objective_still_prunes_on_validation(metric, pruned_on):
+    data = {"name": "x", "base": {"model_size": "micro"}, "objective": {"metric": metric},
+            "search": {"n_trials": 3, "params": {"lr": {"low": 1e-4, "high": 1e-2}},
+                       "pruner": "median"}}
+    spec = parse_spec(data, stored=True)
+    assert spec.epoch_metric() == pruned_on and spec.search.pruner == {"name": "median"}
+
+
 def test_a_baseline_shares_the_factors_it_reads():
     """sizes.yaml: the ViT twin reads model_size, so there is one ViT per size (and seed)."""
     spec = load_spec(REPO / "studies" / "sizes.yaml")

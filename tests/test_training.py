@@ -485,6 +485,21 @@ def test_a_checkpoint_of_another_lineage_is_set_aside_and_the_run_starts_afresh(
     assert len(_aside(save)) == 2
 
 
+def test_a_checkpoint_of_another_configuration_is_refused_whatever_its_lineage(make_config):
+    """The configuration check comes before the lineage: another configuration's files in the
+    folder asked for are refused, not set aside and overwritten."""
+    config = _tiny(make_config)
+    save = Path(config.save_dir)
+    save.mkdir(parents=True)
+    other = config.replace(lr=config.lr * 2)
+    save_checkpoint(save / "last.pt", {"config": other.to_dict(), "lineage": "study-a",
+                                       "config_hash": other.config_hash()})
+    for lineage in ("study-b", None):
+        with pytest.raises(CheckpointMismatch, match="lr"):
+            train(config, lineage=lineage)
+    assert load_checkpoint(save / "last.pt")["lineage"] == "study-a" and not _aside(save)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("tamper", ["renamed key", "shape"])
 def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_set_aside(make_config, caplog,

@@ -84,8 +84,11 @@ MAX_SEED = 2**31 - 1  # TrainConfig.seed's bound (MAX_INT)
 MAX_PROBLEMS = 50  # problems listed in one message; the count of the rest follows
 # The objectives a search can steer by, with the per-epoch metric it prunes on. Validation only:
 # the test set is reported, never selected on (TEST_METRICS are refused as objectives).
-EPOCH_METRIC = {"final_val_acc": "val_acc", "best_val_acc": "val_acc"}
-SEARCH_METRICS = tuple(EPOCH_METRIC)
+SEARCH_METRICS = ("final_val_acc", "best_val_acc")
+# The per-epoch metric a search prunes on; the test metrics only for studies stored before they
+# were refused (`parse_spec(stored=True)`), which keep pruning on validation as they did.
+EPOCH_METRIC = {"final_val_acc": "val_acc", "best_val_acc": "val_acc", "test_acc": "val_acc",
+                "test_loss": "val_loss"}
 TEST_METRICS = ("test_acc", "test_loss")
 
 
@@ -611,10 +614,10 @@ def _check_metric(p: _Problems, objective: Any, stored: bool) -> list[str]:
         if stored:
             return [f"objective {metric!r} selects on the test set (stored before wno refused "
                     f"test metrics as objectives): read its ranking as test-set selection, or "
-                    f"create the study again with {' or '.join(EPOCH_METRIC)}"]
+                    f"create the study again with {' or '.join(SEARCH_METRICS)}"]
         p.add(("objective", "metric"), f"{metric!r} would select on the test set: the objective "
                                        f"ranks configurations (and steers a search), so it must "
-                                       f"be a validation metric ({', '.join(EPOCH_METRIC)}); "
+                                       f"be a validation metric ({', '.join(SEARCH_METRICS)}); "
                                        f"test accuracy is reported beside it in every report")
     elif isinstance(metric, str) and metric not in schema.FINAL_METRICS:
         p.add(("objective", "metric"), f"{metric!r} is not a final metric"

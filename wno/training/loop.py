@@ -231,12 +231,12 @@ def read_resume_checkpoint(config: TrainConfig, lineage: str | None = None
     except Exception as e:
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); move it "
                          "away to start afresh") from None
+    check_same_config(ckpt, config, path)  # first: another configuration is refused, never set aside
     if lineage is not None and ckpt.get("lineage") != lineage:
         theirs = ckpt.get("lineage")
         return None, ("it belongs to another study (lineage "
                       + (f"{theirs}" if theirs else "not recorded: written before checkpoints "
                          "carried their study's identity") + f", this trial's is {lineage})")
-    check_same_config(ckpt, config, path)
     return ckpt, None
 
 
