@@ -67,6 +67,22 @@ def test_compare_draws_what_a_trained_checkpoints_tokens_carry(tmp_path):
     assert refused.exit_code == 2 and "holds a vit model" in refused.output
     missing = runner.invoke(app, ["compare", "--checkpoint", str(tmp_path / "none.pt")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    mixed = runner.invoke(app, ["compare", "--checkpoint", str(tmp_path / "run" / "last.pt"),
+                                "--wavelet", "db4", "--steps", "0", "--no-plot"])
+    assert mixed.exit_code == 2 and "drop --wavelet" in mixed.output
+
+
+def test_compare_takes_the_config_files_settings_unless_a_flag_is_given(tmp_path):
+    """Flags left at their defaults do not override --config (as in `wno train`)."""
+    (tmp_path / "run.yaml").write_text("model_size: micro\nwavelet: haar\nn_levels: 2\n")
+    args = ["compare", "--config", str(tmp_path / "run.yaml"), "--steps", "0", "--no-plot"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout[result.stdout.index("{"):])["rows"][0]["config"]
+    assert (config["model_size"], config["wavelet"], config["n_levels"]) == ("micro", "haar", 2)
+    table = runner.invoke(app, [*args, "--n-levels", "3"])
+    assert table.exit_code == 0, table.output
+    assert "size micro, haar x 3 levels" in table.stdout
 
 
 def test_compare_measures_throughput_in_a_table():

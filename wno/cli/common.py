@@ -13,6 +13,13 @@ from wno.base.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED,  # n
 from wno.base.utils import mask_secrets
 
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (or through its environment variable),
+    not left at its default: only such flags override a --config file."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """Print `message` to stderr and return the Exit to raise: `raise fail("...")`."""
     typer.secho(f"error: {mask_secrets(message)}", fg=typer.colors.RED, err=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from wno.base.sizes import MODEL_SIZES
-from wno.cli.common import UserError, user_errors
+from wno.cli.common import UserError, given, user_errors
 from wno.training import TrainConfig
 
 D = TrainConfig()
@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def compare_command(
+    ctx: typer.Context,
     model_size: str = typer.Option(D.model_size, help=f"One of {', '.join(MODEL_SIZES)}."),
     wavelet: str = typer.Option(D.wavelet, help="Wavelet of the tokenizer."),
     n_levels: int = typer.Option(D.n_levels, help="Wavelet decomposition levels."),
@@ -60,6 +61,11 @@ def compare_command(
     features = None
     with user_errors():
         if checkpoint is not None:
+            asked = [f"--{n.replace('_', '-')}" for n in ("model_size", "wavelet", "n_levels")
+                     if given(ctx, n)] + (["--config"] if config_file is not None else [])
+            if asked:
+                raise UserError(f"--checkpoint takes its configuration from the checkpoint; "
+                                f"drop {', '.join(asked)}")
             trained, config = load_trained(checkpoint)
             if config.model != "wavelet" or not config.use_kernel:
                 raise UserError(f"{checkpoint} holds a {config.model} model"
@@ -67,8 +73,9 @@ def compare_command(
                                 "the kernel and token figures need a W-MSA model with the kernel")
             config = config.replace(data_dir=defaults.data_dir(data_dir))
         else:
-            config = build_config(config_file, dict(model_size=model_size, wavelet=wavelet,
-                                                    n_levels=n_levels, model="wavelet"), [])
+            flags = {k: v for k, v in dict(model_size=model_size, wavelet=wavelet,
+                                           n_levels=n_levels).items() if given(ctx, k)}
+            config = build_config(config_file, {**flags, "model": "wavelet"}, [])
             trained = None
         rows = compare(config, batch_size=batch_size, throughput_steps=steps, device=device,
                        progress=lambda name: console.print(f"measuring {name} ..."))
@@ -87,7 +94,8 @@ def compare_command(
                                "figure": str(figure) if figure else None,
                                "features": str(features) if features else None}, indent=2))
         return
-    table = Table(title=f"W-MSA vs ViT, size {model_size}, {wavelet} x {n_levels} levels "
+    table = Table(title=f"W-MSA vs ViT, size {config.model_size}, {config.wavelet} x "
+                  f"{config.n_levels} levels "
                   f"(batch {batch_size}, {device})")
     for col in ("model", "params", "tokens", "GFLOPs/img", "executed", "path", "attn pairs",
                 "infer img/s", "train img/s", "train vs ViT"):

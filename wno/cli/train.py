@@ -17,7 +17,7 @@ import typer
 
 from wno.base.sizes import MODEL_SIZES
 from wno.base.variants import MODES
-from wno.cli.common import Unavailable, UserError, user_errors
+from wno.cli.common import Unavailable, UserError, given, user_errors
 from wno.training import Callback, TrainConfig
 from wno.training.config import REGULARISATION
 
@@ -98,7 +98,7 @@ def train_command(
         dataset=dataset, train_size=train_size, val_size=val_size, test_size=test_size,
         augment=augment, precision=precision, compile=compile)
     # Only what the command line says overrides --set and --config; a flag's default does not.
-    flags = {k: v for k, v in values.items() if _given(ctx, k)}
+    flags = {k: v for k, v in values.items() if given(ctx, k)}
     with user_errors():
         config = build_config(config_file, flags, set_ or [])
         tracker = make_tracker(config, tracking_uri, resume) if track else None
@@ -112,12 +112,6 @@ def train_command(
             raise
     if interrupted:
         raise typer.Exit(130)
-
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether option `name` was given on the command line (or through its environment variable)."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def build_config(config_file: Path | None, flags: dict[str, Any], sets: list[str]):
