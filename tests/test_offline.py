@@ -114,6 +114,12 @@ def test_check_only_installs_nothing(tmp_path, bundle, torch_211):
     run = install(bundle, tmp_path / "site", "--check", torch_dir=torch_211)
     assert run.returncode == 0, run.stderr
     assert "nothing installed" in run.stdout and not (tmp_path / "site").exists()
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    run = install(bundle, taken, "--check", torch_dir=torch_211)
+    assert run.returncode == 2 and "is not empty and was not made by this installer" in run.stderr
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,8 +248,9 @@ def test_platform_tags_name_every_older_manylinux():
 
 @pytest.mark.parametrize("args, pattern", [
     (["--python", "3"], r"--python '3': give a CPython version as 3\.N"),
+    (["--python", "3.10"], r"--python 3\.10: wno requires Python >=3\.11"),
     (["--platform", "win_amd64"], r"platform 'win_amd64' is not manylinux_X_Y_ARCH"),
-], ids=["python", "platform"])
+], ids=["python", "old python", "platform"])
 def test_build_refuses_bad_input_before_downloading(tmp_path, monkeypatch, args, pattern):
     monkeypatch.setattr(B, "download_wheels", lambda *a: pytest.fail("downloaded"))
     result = CliRunner().invoke(app, ["bundle", "build", "--out", str(tmp_path / "b"), *args])

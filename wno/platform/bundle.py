@@ -39,7 +39,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wno import __version__
+from wno.base.code_version import code_version
 from wno.base.errors import Unavailable, UserError
 from wno.platform import offline_install as installer
 
@@ -133,15 +133,6 @@ def repo_root() -> Path:
         raise UserError(f"wno is imported from {root}, which is not a checkout (no pyproject.toml "
                         "naming wno): build the bundle from a checkout")
     return root
-
-
-def _commit(root: Path) -> dict:
-    def git(*args: str) -> str:
-        run = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-        return run.stdout.strip() if run.returncode == 0 else ""
-
-    return {"commit": git("rev-parse", "HEAD") or None,
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def _pip(args: list[str], what: str) -> None:
@@ -242,6 +233,11 @@ def build_bundle(out: str | Path = DEFAULT_OUT, *, python: str = DEFAULT_PYTHON,
     """Download the pinned WORKER_PACKAGES for (python, plat), build wno's wheel, assemble."""
     if not re.fullmatch(r"3\.\d{1,2}", python):
         raise UserError(f"--python {python!r}: give a CPython version as 3.N, e.g. 3.12")
+    requires = md.metadata("wno")["Requires-Python"]  # ">=3.11"
+    lowest = tuple(int(n) for n in re.findall(r"\d+", requires)[:2])
+    if tuple(int(n) for n in python.split(".")) < lowest:
+        raise UserError(f"--python {python}: wno requires Python {requires}; a node with an "
+                        f"older Python needs a newer one (e.g. a virtual environment) first")
     _target(python, plat)  # a bad platform is refused before anything is downloaded
     _check_out(Path(out), replace)
     root = repo_root()
@@ -250,6 +246,6 @@ def build_bundle(out: str | Path = DEFAULT_OUT, *, python: str = DEFAULT_PYTHON,
         wheels = Path(tmp)
         download_wheels(wheels, versions, python, plat)
         build_project_wheel(wheels, root)
-        project = {"name": "wno", "version": __version__, **_commit(root)}
+        project = {"name": "wno", **code_version()}
         return assemble(out, sorted(wheels.glob("*.whl")), python=python, plat=plat,
                         project=project, replace=replace)

@@ -475,7 +475,7 @@ def run(args: argparse.Namespace) -> int:
     python = sys.executable
     manifest = load_manifest(bundle)
     problems = check_bundle(bundle, manifest, Machine.here())
-    problems += check_target(target) if not args.check else []
+    problems += check_target(target)  # writes nothing: --check runs it too
     if problems:
         raise Refusal(problems, EXIT_BAD_INPUT)
     info = probe_torch(python)
