@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# The prepared GPU run (issues 8 and 14) as one command on an offline CUDA node that keeps its own
-# torch. The `device` tool copies the checkout there and brings $OUT back; run it once, then give
-# the machine back:
+# The GPU check as one command on an offline CUDA node that keeps its own torch. Copy the checkout
+# there with the two folders below, and run from its root with OUT set to a folder for the results:
 #
-#   run(command="bash benchmarks/gpu_check.sh", carry=["dist/wno-bundle", "data/cifar10-sheets"],
-#       timeout_s=600)
+#   OUT=results bash benchmarks/gpu_check.sh
 #
-# Prepare the two carried folders here first (both git-ignored; about 25 + 32 MB, under the 64 MiB
-# a command may carry with the checkout; docs/offline.md explains both):
+# Prepare the two folders first (both git-ignored; about 25 + 32 MB, so that the checkout with
+# them stays under 64 MiB; docs/offline.md explains both):
 #
 #   wno bundle build --out dist/wno-bundle                               # CPython 3.12 wheels
 #   wno data pack --data-dir ../shared/data --out data/cifar10-sheets    # CIFAR-10 as sheets
@@ -22,11 +20,11 @@
 #      time left ($TOTAL_SECONDS, default 540, less what steps 0-2 took and 60 s for step 4);
 #      $WORKERS concurrent `wno worker --gpu $GPU` train it (SQLite storage, local MLflow store)
 #      and get SIGTERM at the deadline (a running trial is handed back);
-#   4. `wno study status`, then the stores (no checkpoints) and logs into $OUT, at most 8 files:
+#   4. `wno study status`, then the stores (no checkpoints) and logs into $OUT, 7 files:
 #      gpu_check.log workers.log plan.json status.json optuna.db mlflow.db gpu_results.json
 #      (build the report from the two stores on any machine: wno report --storage ...).
 #
-# Without CUDA (or with DRY_RUN=1) the same steps run as a dry run in seconds: the CUDA-only
+# Without CUDA (or with DRY_RUN=1) the same steps run as a dry run in about 1.5 minutes: the CUDA-only
 # attention tests, bench_gpu's recorded rows, a synthetic study of micro models, one epoch.
 # tests/test_deploy.py runs that dry run; tests/test_offline.py runs it through the installer.
 #

@@ -125,7 +125,7 @@ def edit_manifest(bundle: Path, change) -> None:
 # A node-like environment: a virtual environment holding only NODE_PACKAGES (with what they
 # need), linked from this environment's site-packages; the bundle's packages are absent.
 # ------------------------------------------------------------------------------------------------
-# What GPU.md lists as absent there: the closure of NODE_PACKAGES stops at these.
+# What that node lacks: the closure of NODE_PACKAGES stops at these.
 NODE_ABSENT = ("ptwt", "PyWavelets", "optuna", "SQLAlchemy", "alembic", "Mako", "colorlog",
                "mlflow", "mlflow-skinny", "pydantic", "psycopg")
 

@@ -43,7 +43,8 @@ from wno.base.code_version import code_version
 from wno.base.errors import Unavailable, UserError
 from wno.platform import offline_install as installer
 
-# What GPU.md lists on the H200 node (besides the standard library): the machine's own.
+# What the target GPU node (an H200 with its own CUDA torch) already has besides the standard
+# library: the bundle never carries these.
 NODE_PACKAGES = ("torch", "torchvision", "triton", "numpy", "pandas", "scipy", "typer", "rich",
                  "PyYAML", "requests", "psutil", "pytest", "pytest-timeout", "matplotlib",
                  "pillow", "timm", "tqdm", "nvidia-ml-py", "setuptools", "wheel", "pip")

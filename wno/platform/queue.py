@@ -307,7 +307,9 @@ class StudyQueue:
     def _check_compatible(self, sid: int, spec: StudySpec, update: bool) -> None:
         attrs = self.storage.get_study_user_attrs(sid)
         stored_hash, pinned = attrs.get(schema.SPEC_HASH), {}
-        if schema.SPEC in attrs:
+        # Parsed again only when its defaults may differ from today's (a plan can be thousands
+        # of trials); otherwise the stored hash says it all.
+        if schema.SPEC in attrs and attrs.get(schema.DEFAULTS) != TrainConfig.defaults():
             try:  # the stored definition under the defaults it was stored with
                 stored = self._stored_spec(sid, spec.name)
                 stored_hash, pinned = stored.spec_hash(), stored.pinned

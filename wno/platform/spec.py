@@ -772,13 +772,13 @@ def _plan(p: _Problems, base: dict, grid: dict[str, list], seeds: list[int],
           canonical: dict[str, Any] | None = None) -> tuple[list[TrialPlan], list[str]]:
     """Every trial of the study, seed-major (one seed of everything first), duplicates merged."""
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    models: list[tuple[dict, TrainConfig]] = []
+    models: list[tuple[dict, TrainConfig, dict]] = []  # (combo, config, factors it reads)
     if search is None:
         for combo in combos:
             cfg = _checked(p, base, combo, {}, seeds[0], _grid_label(combo, data),
                            ("grid",) if combo else ("base",), data)
             if cfg is not None:
-                models.append((combo, cfg))
+                models.append((combo, cfg, _factors_read(cfg, combo, grid)))
     else:
         _check_search(p, base, search, seeds[0], _get(data, ("search", "params")))
     twins: list[tuple[str, dict, TrainConfig]] = []
@@ -803,8 +803,7 @@ def _plan(p: _Problems, base: dict, grid: dict[str, list], seeds: list[int],
         if search is not None:
             plan += [TrialPlan(None, schema.ROLE_MODEL, {}, "", seed)
                      for _ in range(search.n_trials)]
-        for combo, cfg in models:
-            factors = _factors_read(cfg, combo, grid)
+        for combo, cfg, factors in models:
             _add(plan, seen, labels, notes,
                  TrialPlan(cfg.replace(seed=seed).canonical(canonical), schema.ROLE_MODEL, factors,
                            schema.group_label(factors), seed), schema.group_label(combo))
@@ -834,8 +833,9 @@ def _factors_read(cfg: TrainConfig, combo: dict, grid: dict[str, list]) -> dict:
 def _reads(cfg: TrainConfig, field: str, values: list) -> bool:
     """Does `cfg` read `field` over `values`: do they make more than one configuration of it?
     (A single value: is it among the fields its model reads, `TrainConfig.ignored_fields`.)"""
-    if len(values) > 1:
-        return len({cfg.replace(**{field: v}).config_hash() for v in values}) > 1
+    if len(values) > 1:  # stops at the first value that makes another configuration
+        first = cfg.replace(**{field: values[0]}).config_hash()
+        return any(cfg.replace(**{field: v}).config_hash() != first for v in values[1:])
     return field not in cfg.replace(**{field: values[0]}).ignored_fields()
 
 

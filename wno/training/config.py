@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -48,6 +49,11 @@ EARLIER_DEFAULTS: tuple[dict[str, Any], ...] = (
 )
 # Fields a W-MSA model reads only with the kernel on.
 _KERNEL_ONLY = ("kernel_radius", "kernel_scale_bandwidth", "attention")
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:  # canonical() and config_hash() read it per trial planned
+    return TrainConfig().to_dict(machine=False)
 
 
 class ConfigError(ValueError):
@@ -199,7 +205,7 @@ class TrainConfig:
     def defaults(cls) -> dict[str, Any]:
         """Every field's default (machine fields excluded): what a study records when it is
         stored, so that a later change of a default does not change the study's trials."""
-        return cls().to_dict(machine=False)
+        return dict(_defaults())
 
     def ignored_fields(self) -> tuple[str, ...]:
         """The fields this configuration's model does not read (`canonical` resets them).
