@@ -61,7 +61,7 @@ from typing import Any
 
 from wno.base.errors import UserError, one_line
 from wno.platform import schema
-from wno.platform.spec import SpecError, StudySpec, TrialPlan, resolve_stored
+from wno.platform.spec import SpecError, StudySpec, TrialPlan, stored_spec
 from wno.platform.storage import Store, retrying
 from wno.training.config import TrainConfig
 
@@ -212,11 +212,9 @@ class StudyQueue:
         defaults = attrs.get(schema.DEFAULTS)
         key = (sid, attrs.get(schema.SPEC_HASH, ""), json.dumps(defaults, sort_keys=True))
         if key not in self._specs:
-            trials = [] if defaults is not None else self.storage.get_all_trials(sid, deepcopy=False)
-            keys = {t.user_attrs[schema.CONFIG_HASH] for t in trials
-                    if schema.CONFIG_HASH in t.user_attrs}
-            self._specs[key] = resolve_stored(attrs[schema.SPEC], defaults, keys,
-                                              source=f"stored study {name!r}")
+            self._specs[key] = stored_spec(
+                attrs, lambda: self.storage.get_all_trials(sid, deepcopy=False),
+                source=f"stored study {name!r}")
         return self._specs[key]
 
     def load_study(self, name: str, spec: StudySpec | None = None, sampler_seed: int = 0):

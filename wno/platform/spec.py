@@ -55,6 +55,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -353,6 +354,16 @@ def parse_spec(data: Any, *, source: str = "study", lines: dict[tuple, int] | No
     return StudySpec(name=f.name, description=f.description, base=base, grid=grid, seeds=seeds,
                      baselines=baselines, objective=objective, search=search, plan=plan,
                      notes=notes, pinned=pinned)
+
+
+def stored_spec(attrs: dict, trials: Callable[[], Sequence], *, source: str = "stored study"
+                ) -> StudySpec:
+    """The definition a study's user attrs hold, under the defaults it was stored with;
+    `trials()` (its frozen trials) is read only for a study that did not record them."""
+    defaults = attrs.get(schema.DEFAULTS)
+    keys = set() if defaults is not None else {
+        t.user_attrs[schema.CONFIG_HASH] for t in trials() if schema.CONFIG_HASH in t.user_attrs}
+    return resolve_stored(attrs[schema.SPEC], defaults, keys, source=source)
 
 
 def resolve_stored(data: dict, defaults: dict[str, Any] | None, trial_keys: set[str], *,

@@ -39,7 +39,7 @@ from wno.platform.report.data import (BUDGET_KEYS, CONFIG_COLUMNS, COSTS, CURVE_
                                       TRIAL_COLUMNS, Report)
 from wno.platform.report.optuna_views import optuna_views
 from wno.platform.report.stats import Stats, finite_mean, holm, summarize, welch
-from wno.platform.spec import TEST_METRICS, SpecError, pinned_note, resolve_stored
+from wno.platform.spec import TEST_METRICS, SpecError, pinned_note, stored_spec
 from wno.platform.storage import Store
 from wno.platform.tracking import history
 
@@ -52,7 +52,8 @@ def build_report(study_name: str, storage: str | None = None, tracking_uri: str 
     study = store.load_study(study_name)
     spec = study.user_attrs.get(schema.SPEC) or {}
     objective, direction = _objective(spec, study)
-    records = trial_records(study.get_trials(deepcopy=False), objective)
+    frozen = study.get_trials(deepcopy=False)
+    records = trial_records(frozen, objective)
     trials = trials_frame(records)
     kind = str(study.user_attrs.get(schema.KIND) or "unknown")
     # A search samples its parameters: each value is met once, so they are not factors with
@@ -76,7 +77,7 @@ def build_report(study_name: str, storage: str | None = None, tracking_uri: str 
         factors=factors, levels=levels, seeds_expected=seeds, trials=trials, configs=configs,
         comparisons=comparisons, effects=effects(records, factors, levels), reference=reference,
         notes=notes, optuna=optuna_views(study, objective, direction),
-        fixed=_fixed(spec, study, notes),
+        fixed=_fixed(spec, study, frozen, notes),
     )
     if curves:
         uri = defaults.tracking_uri(tracking_uri)
@@ -89,13 +90,11 @@ def build_report(study_name: str, storage: str | None = None, tracking_uri: str 
     return report
 
 
-def _fixed(spec: dict, study, notes: list[str]) -> dict:
+def _fixed(spec: dict, study, frozen: Sequence, notes: list[str]) -> dict:
     """The settings every trial shares: the file's base over the defaults the study was stored
     with, where those differ from today's (and a note saying so)."""
-    keys = {t.user_attrs[schema.CONFIG_HASH] for t in study.get_trials(deepcopy=False)
-            if schema.CONFIG_HASH in t.user_attrs}
     try:
-        stored = resolve_stored(spec, study.user_attrs.get(schema.DEFAULTS), keys)
+        stored = stored_spec({**study.user_attrs, schema.SPEC: spec}, lambda: frozen)
     except SpecError:  # no longer a valid definition: its file's base is all there is to show
         return dict(spec.get("base") or {})
     if stored.pinned:
