@@ -141,3 +141,22 @@ def test_cli_py_launches_from_a_checkout():
     assert out.returncode == 0, out.stderr
     for command in ("train", "compare", "doctor", "study", "worker", "report"):
         assert command in out.stdout
+
+
+def test_compare_names_the_path_of_the_batch_it_times(monkeypatch):
+    """`auto` may choose another path per batch size: the row's path and executed FLOPs are
+    those of the batch the throughput is measured at, not of the config's training batch."""
+    from wno.model.attention_paths import KernelAttention
+    from wno.training import TrainConfig
+    from wno.training.compare import compare
+
+    asked: list[int] = []
+
+    def resolve(self, device, batch=32):
+        asked.append(batch)
+        return "fused" if batch <= 4 else "sparse"
+
+    monkeypatch.setattr(KernelAttention, "resolve", resolve)
+    rows = compare(TrainConfig(model_size="micro", batch_size=128), batch_size=4,
+                   throughput_steps=0, device="cpu")
+    assert rows[0].path == "fused" and 4 in asked and 128 not in asked

@@ -60,7 +60,7 @@ def compare(config: TrainConfig, *, batch_size: int = 32, throughput_steps: int 
             progress(name)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg).to(device)
-        cost = model_cost(model, cfg)
+        cost = model_cost(model, cfg.replace(batch_size=batch_size))  # the path timed below
         infer = train = None
         if throughput_steps:
             kwargs = dict(batch_size=batch_size, image_size=info.image_size,
