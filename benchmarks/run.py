@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 import traceback
+from pathlib import Path
 
 SUITES = ("model", "gpu", "training", "data", "queue", "tracking", "report")
 
@@ -60,19 +64,52 @@ def render_section(suite: str, rows: list[dict] | None, error: str | None = None
     return "\n".join(lines + [""]) + "\n"
 
 
+STALE = " **STALE: measured on older code**"
+# What a measurement depends on: a commit that changed only docs leaves its rows current.
+CODE_PATHS = ("wno", "benchmarks", "pyproject.toml")
+
+
 def measured_on(r: dict) -> str:
     """'<device>, torch <v>, <commit>', and STALE when the row's code is not the code now: a
     figure measured on older code is kept, never passed off as current."""
-    from wno.base.code_version import code_version
-
     commit = r.get("commit")
     text = (f"{r.get('device') or 'unknown device'}, torch {r.get('torch') or '?'}, "
             + (f"commit {commit[:10]}" if commit else "commit unknown")
             + (" (uncommitted changes)" if r.get("dirty") else ""))
-    now = code_version()["commit"]
-    if not commit or (now and commit != now):
-        text += " **STALE: measured on older code**"
-    return text
+    return text + (STALE if is_stale(commit) else "")
+
+
+@functools.cache
+def is_stale(commit: str | None) -> bool:
+    """Whether the code (CODE_PATHS) differs between `commit` and HEAD; an unknown commit is."""
+    if not commit:
+        return True
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(["git", "-C", str(root), "diff", "--quiet", commit, "HEAD", "--",
+                          *CODE_PATHS], capture_output=True)
+    return run.returncode != 0  # 1: differs; 128: a commit this clone does not know
+
+
+def remark(section: str) -> str:
+    """A kept section with STALE added to each row whose commit's code is no longer HEAD's:
+    a section not rerun grows old as the code moves on."""
+    def mark(line: str) -> str:
+        found = re.search(r"commit ([0-9a-f]{7,40})", line)
+        if not line.startswith("| ") or STALE in line or not found:
+            return line
+        if not is_stale(_full(found.group(1))):
+            return line
+        cells = line.rstrip("\n").split(" | ")
+        cells[-2] += STALE  # the "measured on" cell, before the command
+        return " | ".join(cells) + ("\n" if line.endswith("\n") else "")
+    return "".join(mark(line) for line in section.splitlines(keepends=True))
+
+
+def _full(prefix: str) -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet",
+                          f"{prefix}^{{commit}}"], capture_output=True, text=True)
+    return run.stdout.strip() or None
 
 
 def render(results: dict[str, list[dict]], errors: dict[str, str], seconds: float) -> str:
@@ -111,6 +148,7 @@ def merge(old: str, results: dict[str, list[dict]], errors: dict[str, str], seco
     note = (f"This section was measured alone, by `{command}` ({seconds / 60:.0f} min) on "
             f"{dt.date.today().isoformat()} on {machine()}; the other sections come from "
             "earlier runs (compare ratios only).")
+    sections = {suite: remark(text) for suite, text in sections.items()}
     for suite, rows in results.items():
         sections[suite] = render_section(suite, rows, note=note)
     for suite, err in errors.items():
