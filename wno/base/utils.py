@@ -10,6 +10,15 @@ from pathlib import Path
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]+):(?P<pw>[^@\s]*)@")
 
 
+ENV_CACHE_DIR = "WNO_CACHE_DIR"
+
+
+def user_cache_dir() -> Path:
+    """$WNO_CACHE_DIR, else ~/.cache/wno: where wno keeps what it can compute again (decoded data
+    sets it may not write beside, measured attention-path choices)."""
+    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "wno")
+
+
 def mask_url(url: str) -> str:
     """Hide the password of a database or server URL, for logs, params and messages.
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from wno.base.utils import atomic_write_text, cpu_model, user_cache_dir
+
 ENV_AUTOTUNE = "WNO_ATTENTION_AUTOTUNE"
 CACHE_NAME = "attention-paths.json"
 REPEATS = 3
@@ -37,8 +39,7 @@ MAX_BATCH = 16
 
 def cache_file() -> Path:
     """Where choices are kept: $WNO_CACHE_DIR, else ~/.cache/wno (the data cache's folder)."""
-    root = os.environ.get("WNO_CACHE_DIR") or Path.home() / ".cache" / "wno"
-    return Path(root) / CACHE_NAME
+    return user_cache_dir() / CACHE_NAME
 
 
 def autotune_enabled() -> bool:
@@ -47,8 +48,6 @@ def autotune_enabled() -> bool:
 
 def cpu_name() -> str:
     """The CPU's model name and the threads torch uses: what the choice depends on."""
-    from wno.base.utils import cpu_model
-
     return f"{cpu_model()} x{torch.get_num_threads()} threads"
 
 
@@ -93,8 +92,6 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, data: dict) -> None:
-    from wno.base.utils import atomic_write_text
-
     try:
         atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError:  # an unwritable cache only costs measuring again next time

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wno.base.datasets import CIFAR10_CLASSES, DATASETS, DatasetInfo  # noqa: F401
+from wno.base.utils import ENV_CACHE_DIR, user_cache_dir
 
 if TYPE_CHECKING:  # torch is imported lazily so `wno --help` and config validation stay fast
     import torch
@@ -58,7 +59,6 @@ if TYPE_CHECKING:  # torch is imported lazily so `wno --help` and config validat
 
 SPLIT_SEED = 20_240_229  # fixed: splits and subsets do not depend on the training seed
 CACHE_VERSION = 1  # bump when the cache format changes
-ENV_CACHE_DIR = "WNO_CACHE_DIR"
 ENV_DATA_DIR = "WNO_DATA_DIR"
 
 
@@ -223,11 +223,9 @@ def cache_dir(data_dir: str | Path) -> Path:
     """Where decoded images are cached: $WNO_CACHE_DIR, else <data_dir>/.wno-cache when the data
     directory is writable (the shared copy is not), else ~/.cache/wno."""
     if os.environ.get(ENV_CACHE_DIR):
-        return Path(os.environ[ENV_CACHE_DIR])
+        return user_cache_dir()
     data_dir = Path(data_dir)
-    if writable(data_dir):
-        return data_dir / ".wno-cache"
-    return Path.home() / ".cache" / "wno"
+    return data_dir / ".wno-cache" if writable(data_dir) else user_cache_dir()
 
 
 def writable(folder: Path) -> bool:
@@ -268,11 +266,7 @@ def load_cifar10(data_dir: str | Path) -> tuple[Split, Split, str]:
 def _sheets_cache(data_dir: Path, folder: Path) -> Path:
     """Where a sheet set's decoded cache goes: beside the set, never inside it, so the folder stays
     the size it was packed at and can be copied to an offline machine as it is."""
-    if folder != data_dir:
-        return cache_dir(data_dir)
-    if os.environ.get(ENV_CACHE_DIR):
-        return Path(os.environ[ENV_CACHE_DIR])
-    return Path.home() / ".cache" / "wno"
+    return cache_dir(data_dir) if folder != data_dir else user_cache_dir()
 
 
 def _read_sheets(manifest: Path) -> tuple[Split, Split]:
