@@ -30,10 +30,15 @@ class WaveletMultiScaleAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.attn_drop, self.proj_drop = attn_drop, nn.Dropout(proj_drop)
 
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v of tokens `x` (B, N, D), each (B, H, N, dh)."""
+        B, N, _ = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
     def forward(self, x: torch.Tensor, bias: KernelAttentionBias | None = None) -> torch.Tensor:
         B, N, D = x.shape  # (B, N, D)
-        qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, H, N, dh)
+        q, k, v = self.heads(x)  # each (B, H, N, dh)
         p = self.attn_drop if self.training else 0.0
         if bias is None:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)

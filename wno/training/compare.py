@@ -41,6 +41,8 @@ class ComparisonRow:
         return asdict(self)
 
 
+ORIENTATIONS = "AHVD"  # approximation, horizontal, vertical, diagonal detail
+
 def variants(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
     """The three models compared: W-MSA with and without the kernel, and the ViT twin."""
     return [("W-MSA (kernel on)", config.replace(model="wavelet", use_kernel=True)),
@@ -118,8 +120,8 @@ def plot_kernel(model: WaveletTransformer, path: str | Path) -> Path:
         elif a == 2:
             t = kernel.tables()
             im = ax.imshow(t.orient.exp().detach().cpu().numpy(), cmap="magma")
-            ax.set(xticks=range(4), yticks=range(4), xticklabels="AHVD", yticklabels="AHVD",
-                   title="k_orient")
+            ax.set(xticks=range(4), yticks=range(4), xticklabels=list(ORIENTATIONS),
+                   yticklabels=list(ORIENTATIONS), title="k_orient")
             fig.colorbar(im, ax=ax, fraction=0.046)
         else:
             ax.axis("off")
@@ -131,9 +133,6 @@ def plot_kernel(model: WaveletTransformer, path: str | Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
-
-
-ORIENTATIONS = "AHVD"  # approximation, horizontal, vertical, diagonal detail
 
 
 @torch.no_grad()
@@ -160,8 +159,7 @@ def token_maps(model: WaveletTransformer, image: torch.Tensor, query: int | None
             hook.remove()
     attn = block.attn
     x = seen["x"]  # (1, N, D): the last block's normalised input
-    B, N, D = x.shape
-    q, k, _ = attn.qkv(x).view(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, _ = attn.heads(x)
     scores = q @ k.transpose(-2, -1) / attn.head_dim**0.5  # (1, H, N, N)
     if model.kernel_attention is not None:
         scores = scores + model.kernel_attention.kernel.dense_log_k()
@@ -245,9 +243,8 @@ def test_image(config: TrainConfig, index: int = 0) -> tuple[torch.Tensor, str]:
     data = load_data(config.replace(device="cpu"))
     if not 0 <= index < len(data.test):
         raise ValueError(f"--image {index} is not a test image index: 0 to {len(data.test) - 1}")
-    mean = torch.tensor(data.info.mean)[:, None, None]
-    std = torch.tensor(data.info.std)[:, None, None]
-    x = (data.test.images[index].float() / 255 - mean) / std  # (C, H, W)
+    # the training loader's own normalisation, so the figure shows what training saw: (C, H, W)
+    x = data.loader("test", batch_size=1).normalize(data.test.images[index:index + 1])[0]
     label = int(data.test.labels[index])
     classes = data.info.classes
     return x, classes[label] if label < len(classes) else str(label)

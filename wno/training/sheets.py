@@ -90,10 +90,6 @@ class SheetSet:
     manifest: dict[str, Any]
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
-    @property
-    def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
-
 
 def find_manifest(data_dir: str | Path) -> Path | None:
     """The sheet manifest a data directory holds: `<dir>/sheets.json` (the directory is a sheet
