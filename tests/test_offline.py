@@ -47,7 +47,7 @@ def add_wheel(bundle: Path, wheel: Path) -> None:
     dest.write_bytes(wheel.read_bytes())
     edit_manifest(bundle, lambda m: m["wheels"].append(
         {"file": f"wheels/{wheel.name}", "name": wheel.name.split("-")[0], "version": "1",
-         "sha256": I._sha256(dest), "bytes": dest.stat().st_size}))
+         "sha256": I.sha256_file(dest), "bytes": dest.stat().st_size}))
 
 
 @pytest.fixture

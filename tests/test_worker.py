@@ -404,7 +404,8 @@ def test_a_study_created_before_identities_gets_one_and_never_resumes_older_chec
     <root>/<study>/<config hash>/ and cannot be told from another same-named study's."""
     import sqlalchemy as sa
 
-    from wno.platform.queue import STUDY_UID, legacy_checkpoint_folder
+    from wno.platform.queue import legacy_checkpoint_folder
+    from wno.platform.schema import STUDY_UID
     from wno.training import train
     from wno.training.config import TrainConfig
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from wno.cli.common import user_errors
+from wno.platform.bundle import DEFAULT_OUT, DEFAULT_PLATFORM, DEFAULT_PYTHON
 
 
 def register(app: typer.Typer) -> None:
@@ -19,9 +20,10 @@ def register(app: typer.Typer) -> None:
 
 
 def build_command(
-    out: str = typer.Option("dist/wno-bundle", "--out", help="Folder to write (new or empty)."),
-    python: str = typer.Option("3.12", "--python", help="The offline machine's CPython, as 3.N."),
-    platform: str = typer.Option("manylinux_2_28_x86_64", "--platform",
+    out: str = typer.Option(DEFAULT_OUT, "--out", help="Folder to write (new or empty)."),
+    python: str = typer.Option(DEFAULT_PYTHON, "--python",
+                               help="The offline machine's CPython, as 3.N."),
+    platform: str = typer.Option(DEFAULT_PLATFORM, "--platform",
                                  help="The offline machine's platform, manylinux_X_Y_ARCH (X.Y "
                                  "at most its glibc version)."),
     replace: bool = typer.Option(False, "--replace", help="Replace a bundle already in --out."),

@@ -27,7 +27,6 @@ Example (needs the registry):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -182,7 +181,7 @@ def assemble(out: str | Path, wheels: list[Path], *, python: str, plat: str,
             parsed = installer.parse_wheel_name(wheel.name)
             dest = staging / "wheels" / wheel.name
             shutil.copyfile(wheel, dest)
-            data_hash = hashlib.sha256(dest.read_bytes()).hexdigest()
+            data_hash = installer.sha256_file(dest)
             entries.append({"file": f"wheels/{wheel.name}", "name": parsed["name"],
                             "version": parsed["version"], "sha256": data_hash,
                             "bytes": dest.stat().st_size})

@@ -178,7 +178,8 @@ def _wheel_metadata_problem(path: Path) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in blocks (wheels can be hundreds of MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -245,7 +246,7 @@ def check_bundle(bundle: Path, manifest: dict, machine: Machine) -> list[str]:
         if not path.is_file():
             problems.append(f"{name} is listed in {MANIFEST} but missing from {path.parent}")
             continue
-        if _sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             problems.append(f"{name} does not match its sha256 in {MANIFEST}: damaged or "
                             "replaced; copy the bundle again")
             continue

@@ -76,7 +76,6 @@ MAX_STALE_RETRIES = 3  # a trial that keeps killing its worker stops being retri
 STORED_ERROR_LIMIT = 2000  # characters of an error kept on a failed trial
 # Run-specific user attrs a retry does not inherit (MLFLOW_RUN is kept: the retry resumes the run).
 _NOT_INHERITED = (schema.ERROR, schema.METRICS, schema.HOST, schema.DEVICE)
-STUDY_UID = schema.STUDY_UID  # the study's identity in its storage (keys its checkpoints)
 UID_LENGTH = 16  # hex digits; a config hash has 12, so the two kinds of folder never mix
 ERROR_CANCELLED = "cancelled by `wno study cancel`"
 ERROR_REMOVED = "removed from the study definition by `wno study create --update`"
@@ -256,7 +255,7 @@ class StudyQueue:
                 raise UserError(f"study {spec.name!r} was created by someone else just now; "
                                 f"run the command again") from None
             sid = study._study_id
-            self.storage.set_study_user_attr(sid, STUDY_UID, new_study_uid())
+            self.storage.set_study_user_attr(sid, schema.STUDY_UID, new_study_uid())
         else:
             sid = existing
             self._ensure_uid(sid)
@@ -278,9 +277,10 @@ class StudyQueue:
         the fields a `--update` adds."""
         from wno.platform.params import space_for
 
-        stored = dict(self.storage.get_study_user_attrs(sid).get(schema.PARAM_SPACE) or {})
+        attrs = self.storage.get_study_user_attrs(sid)
+        stored = dict(attrs.get(schema.PARAM_SPACE) or {})
         added = space_for([f for f in spec.grid if f not in stored])
-        if added or schema.PARAM_SPACE not in self.storage.get_study_user_attrs(sid):
+        if added or schema.PARAM_SPACE not in attrs:
             stored.update(added)
             self.storage.set_study_user_attr(sid, schema.PARAM_SPACE, stored)
         return stored
@@ -295,7 +295,7 @@ class StudyQueue:
             return sid
         # A create stopped between Optuna's create_study and the definition (written last): an
         # empty study with at most our other attributes. Finish it rather than refuse it forever.
-        if set(attrs) <= {schema.SPEC_HASH, schema.KIND, STUDY_UID, schema.PARAM_SPACE,
+        if set(attrs) <= {schema.SPEC_HASH, schema.KIND, schema.STUDY_UID, schema.PARAM_SPACE,
                           schema.DEFAULTS} and \
                 not self.storage.get_all_trials(sid, deepcopy=False):
             return sid
@@ -347,15 +347,15 @@ class StudyQueue:
         """
         sid = self.study_id(name)
         return self._ensure_uid(sid) if mint else self.storage.get_study_user_attrs(sid).get(
-            STUDY_UID)
+            schema.STUDY_UID)
 
     def _ensure_uid(self, sid: int) -> str:
-        uid = self.storage.get_study_user_attrs(sid).get(STUDY_UID)
+        uid = self.storage.get_study_user_attrs(sid).get(schema.STUDY_UID)
         if uid:
             return uid
-        retrying(lambda: self.storage.set_study_user_attr(sid, STUDY_UID, new_study_uid()),
+        retrying(lambda: self.storage.set_study_user_attr(sid, schema.STUDY_UID, new_study_uid()),
                  what="recording a study's identity")
-        return self.storage.get_study_user_attrs(sid)[STUDY_UID]  # whoever wrote last wins
+        return self.storage.get_study_user_attrs(sid)[schema.STUDY_UID]  # whoever wrote last wins
 
     def summaries(self) -> list[StudySummary]:
         """Every wno study with its trial counts by state."""

@@ -532,7 +532,7 @@ def trial_tracker(ctx, *, tracking_uri: str | None = None,
                           host=ctx.host, device=ctx.device, retry_history=history,
                           tracking_uri=tracking_uri,
                           description=getattr(ctx.spec, "description", "") or "",
-                          study_uid=getattr(ctx, "study_uid", "") or "")
+                          study_uid=ctx.study_uid or "")
 
     def store(run_id: str) -> None:
         if ctx.user_attrs.get(schema.MLFLOW_RUN) != run_id:
