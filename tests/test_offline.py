@@ -196,6 +196,14 @@ def test_bad_input_is_refused_and_changes_nothing(tmp_path, bundle, case):
     assert sorted(os.listdir(tmp_path)) == before  # no target, no half-written folder
 
 
+def test_a_bundle_for_another_python_is_one_problem_not_one_per_wheel(tmp_path, bundle):
+    _old_python_bundle(bundle, tmp_path)
+    _wheel_for("cp39-cp39-manylinux_2_17_x86_64")(bundle, tmp_path)
+    run = install(bundle, tmp_path / "site", torch_dir=fake_torch(tmp_path / "torch"))
+    assert run.returncode == 2 and "this bundle is for CPython 3.9" in run.stderr
+    assert "is built for" not in run.stderr, run.stderr
+
+
 def test_a_torch_that_does_not_import_is_named(tmp_path, bundle):
     broken = tmp_path / "broken"
     (broken / "torch").mkdir(parents=True)
