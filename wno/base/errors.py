@@ -1,4 +1,5 @@
-"""Errors meant for the user, their exit codes, and one way to shorten an error to one line.
+"""Errors meant for the user, their exit codes, and the few ways messages are worded: an error
+shortened to one line, a value shown short, a close match suggested.
 
 The library raises these; the CLI (`wno.cli.common.user_errors`) turns them into a message and an
 exit code, and a Python caller catches them like any exception. They live at the bottom so that
@@ -6,6 +7,10 @@ every layer can raise them without importing the CLI.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
 
 from wno.base.utils import mask_secrets
 
@@ -43,3 +48,21 @@ def one_line(error: BaseException | str, limit: int = 300) -> str:
         text = str(error)
     text = " | ".join(line.strip() for line in mask_secrets(text).splitlines() if line.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: a hostile file's value never floods a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest of `options`, or ''.
+
+    >>> did_you_mean("wavlet", ["wavelet", "n_levels"])
+    " (did you mean 'wavelet'?)"
+    """
+    if len(word) > 64:  # no name is that long; difflib's cost grows with the product of lengths
+        return ""
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

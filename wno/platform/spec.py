@@ -48,7 +48,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -63,6 +62,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from wno.base.errors import did_you_mean, short_repr
 from wno.base.safe_yaml import YamlError, compose, load_yaml, read_text
 from wno.training.config import EARLIER_DEFAULTS, ConfigError, TrainConfig
 from wno.platform import schema
@@ -494,27 +494,16 @@ def _pydantic_message(err: dict) -> str:
     kind, loc = err["type"], err["loc"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        return (f"unknown field{_suggest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}")
+        return (f"unknown field{did_you_mean(str(loc[-1]), allowed)}; "
+                f"allowed: {', '.join(allowed)}")
     if kind == "missing":
         return "required field is missing"
-    return f"{err['msg']} (got {_short(err.get('input'))})"
+    return f"{err['msg']} (got {short_repr(err.get('input'), 80)})"
 
 
 def _allowed_keys(parent: tuple) -> list[str]:
     model = {(): _File, ("objective",): Objective, ("search",): Search}.get(tuple(parent), _File)
     return list(model.model_fields)
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _suggest(word: str, options) -> str:
-    if len(word) > 64:  # no name is that long; difflib's cost grows with the product of lengths
-        return ""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _key_in(mapping: Any, field: str) -> str:
@@ -543,7 +532,7 @@ def _resolve(p: _Problems, path: tuple, key: Any) -> str | None:
         p.add(path, "the seed is set by the top-level `seeds` list")
     elif field not in _FIELDS:
         options = [f for f in _FIELDS if f not in MACHINE_SOURCES] + list(ALIASES)
-        p.add(path, f"unknown field{_suggest(key, options)}; allowed: TrainConfig fields "
+        p.add(path, f"unknown field{did_you_mean(key, options)}; allowed: TrainConfig fields "
                     f"(wno/config.py) and the aliases {', '.join(ALIASES)}")
     else:
         return field
@@ -632,7 +621,7 @@ def _check_metric(p: _Problems, objective: Any, stored: bool) -> list[str]:
                                        f"test accuracy is reported beside it in every report")
     elif isinstance(metric, str) and metric not in schema.FINAL_METRICS:
         p.add(("objective", "metric"), f"{metric!r} is not a final metric"
-                                       f"{_suggest(metric, schema.FINAL_METRICS)}; allowed: "
+                                       f"{did_you_mean(metric, schema.FINAL_METRICS)}; allowed: "
                                        f"{', '.join(schema.FINAL_METRICS)}")
     return []
 
@@ -651,7 +640,7 @@ def _seeds(p: _Problems, seeds: Any, cap: int | None) -> list[int]:
             or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
                        for s in seeds)):
         p.add(("seeds",), f"must be a count (e.g. 3) or a non-empty list of integers from 0 to "
-                          f"{MAX_SEED:,}, got {_short(seeds)}")
+                          f"{MAX_SEED:,}, got {short_repr(seeds, 80)}")
         return []
     if len(set(seeds)) != len(seeds):
         p.add(("seeds",), f"a seed appears twice in {seeds}")
@@ -703,8 +692,9 @@ def _param(p: _Problems, path: tuple, field: str, value: Any) -> dict[str, Any] 
         return None
     unknown = sorted(set(value) - {"low", "high", "log", "step"})
     if unknown:
-        p.add(path + (unknown[0],), f"unknown key{_suggest(unknown[0], ['low', 'high', 'log', 'step'])}"
-                                    "; allowed: low, high, log, step")
+        keys = ["low", "high", "log", "step"]
+        p.add(path + (unknown[0],), f"unknown key{did_you_mean(unknown[0], keys)}; allowed: "
+                                    f"{', '.join(keys)}")
         return None
     if kind not in (int, float):
         p.add(path, f"{field} is a {kind.__name__}: give a list of choices instead of a range")
@@ -741,7 +731,7 @@ def _named(p: _Problems, path: tuple, value: Any, registry: dict) -> dict[str, A
         return None
     if spec["name"] not in registry:
         p.add(path, f"{spec['name']!r} is not one of {', '.join(registry)}"
-                    f"{_suggest(spec['name'], registry)}")
+                    f"{did_you_mean(spec['name'], registry)}")
         return None
     options = {k: v for k, v in spec.items() if k != "name"}
     try:

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from wno.base.datasets import DATASETS
+from wno.base.errors import did_you_mean, short_repr
 from wno.base.sizes import MODEL_SIZES
 from wno.base.variants import AUGMENTATIONS, MODELS, PRECISIONS, TOKEN_LAYOUTS
 from wno.base.variants import ATTENTION_PATHS as _PATHS
@@ -148,7 +149,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a flat dict, converting types; unknown keys are an error, not ignored."""
         unknown = sorted(set(data) - set(cls.field_names()))
-        problems = [f"unknown field {k!r}{_suggest(k, cls.field_names())}" for k in unknown]
+        problems = [f"unknown field {k!r}{did_you_mean(k, cls.field_names())}" for k in unknown]
         kwargs = {}
         for f in fields(cls):
             if f.name in data:
@@ -330,20 +331,11 @@ def _check_split_sizes(problems: list[str], cfg: TrainConfig, data) -> None:
 def _choice(problems: list[str], name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         problems.append(f"{name}={value!r} is not one of {', '.join(map(str, allowed))}"
-                        f"{_suggest(str(value), [str(a) for a in allowed])}")
+                        f"{did_you_mean(str(value), [str(a) for a in allowed])}")
 
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, min(n, 32) + 1) if n % d == 0]
-
-
-def _suggest(word: str, options: list[str]) -> str:
-    import difflib
-
-    if len(word) > 64:  # no option is that long; difflib's cost grows with the lengths
-        return ""
-    close = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -369,34 +361,31 @@ def _coerce(name: str, value: Any, annotation: str) -> tuple[Any, str | None]:
             return value, None
         if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "yes", "no"):
             return value.lower() in ("true", "on", "yes"), None
-        return value, f"{name}={_short(value)} must be true or false"
+        return value, f"{name}={short_repr(value)} must be true or false"
     if kind is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            return value, f"{name}={_short(value)} must be an integer"
+            return value, f"{name}={short_repr(value)} must be an integer"
         try:
             number = int(value)
         except (TypeError, ValueError, OverflowError):
-            return value, f"{name}={_short(value)} must be an integer"
+            return value, f"{name}={short_repr(value)} must be an integer"
         if abs(number) > MAX_INT:
-            return value, f"{name}={_short(value)} is too large: at most {MAX_INT:,}"
+            return value, f"{name}={short_repr(value)} is too large: at most {MAX_INT:,}"
         return number, None
     if kind is float:
         if isinstance(value, bool):
-            return value, f"{name}={_short(value)} must be a number"
+            return value, f"{name}={short_repr(value)} must be a number"
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
-            return value, f"{name}={_short(value)} must be a number"
+            return value, f"{name}={short_repr(value)} must be a number"
         if not math.isfinite(number):
-            return value, f"{name}={_short(value)} must be a finite number"
+            return value, f"{name}={short_repr(value)} must be a finite number"
         return number, None
     if not isinstance(value, str):
-        return value, f"{name}={_short(value)} must be a string"
+        return value, f"{name}={short_repr(value)} must be a string"
     if len(value) > MAX_STR:
         return value, f"{name} is {len(value):,} characters long; at most {MAX_STR} are allowed"
     return value, None
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
