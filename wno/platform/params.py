@@ -25,7 +25,7 @@ from typing import Any
 
 from wno.base.datasets import DATASETS
 from wno.base.sizes import MODEL_SIZES
-from wno.base.variants import AUGMENTATIONS, MODELS, PRECISIONS, TOKEN_LAYOUTS
+from wno.base.variants import AUGMENTATIONS, MODELS, MODES, PRECISIONS, TOKEN_LAYOUTS
 from wno.training.config import ATTENTION_PATHS, TrainConfig
 
 
@@ -35,19 +35,13 @@ def _wavelets() -> list[str]:
     return list(available_wavelets())
 
 
-def _modes() -> list[str]:
-    from wno.base.variants import MODES
-
-    return list(MODES)
-
-
 # Fields whose values are names, and every name each allows (as a function: the wavelet list
 # comes from PyWavelets).
 CHOICES = {
     "model": lambda: list(MODELS), "model_size": lambda: list(MODEL_SIZES),
     "token_layout": lambda: list(TOKEN_LAYOUTS), "attention": lambda: list(ATTENTION_PATHS),
     "augment": lambda: list(AUGMENTATIONS), "precision": lambda: list(PRECISIONS),
-    "dataset": lambda: list(DATASETS), "wavelet": _wavelets, "mode": _modes,
+    "dataset": lambda: list(DATASETS), "wavelet": _wavelets, "mode": lambda: list(MODES),
 }
 
 
@@ -63,11 +57,13 @@ def space_for(fields: list[str]) -> dict[str, list]:
     return space
 
 
-def trial_params(factors: dict[str, Any], space: dict[str, list]
+def trial_params(factors: dict[str, Any], space: dict[str, list], grid: dict[str, list]
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(params, distributions) of a trial with `factors` (its FACTORS attr), `space` being the
     study's categorical choices. A value outside its stored choices (a name a newer library
-    added) is left out of the params; it stays in FACTORS."""
+    added) is left out of the params; it stays in FACTORS. A number's range spans every value
+    of its factor in `grid`, not only the trial's own (the slice and parallel-coordinate views
+    then share one axis per factor)."""
     from optuna.distributions import (CategoricalDistribution, FloatDistribution,
                                       IntDistribution)
 
@@ -79,26 +75,13 @@ def trial_params(factors: dict[str, Any], space: dict[str, list]
         if field in space:
             if value in space[field] and not _bool_int_clash(value, space[field]):
                 params[field], dists[field] = value, CategoricalDistribution(space[field])
-        elif kind is int:
-            params[field], dists[field] = value, IntDistribution(value, value)
-        elif kind is float:
-            params[field], dists[field] = value, FloatDistribution(value, value)
+        elif kind in (int, float):
+            values = [v for v in grid.get(field, []) if isinstance(v, (int, float))] or [value]
+            low, high = min(values + [value]), max(values + [value])
+            params[field] = value
+            dists[field] = (IntDistribution(low, high) if kind is int
+                            else FloatDistribution(float(low), float(high)))
     return params, dists
-
-
-def widen(dists: dict[str, Any], grid: dict[str, list]) -> dict[str, Any]:
-    """Number ranges spanning every grid value of the factor, not only the trial's own (the
-    slice and parallel-coordinate views then share one axis per factor)."""
-    from optuna.distributions import FloatDistribution, IntDistribution
-
-    out = dict(dists)
-    for field, dist in dists.items():
-        values = [v for v in grid.get(field, []) if isinstance(v, (int, float))]
-        if values and isinstance(dist, IntDistribution):
-            out[field] = IntDistribution(min(values), max(values))
-        elif values and isinstance(dist, FloatDistribution):
-            out[field] = FloatDistribution(float(min(values)), float(max(values)))
-    return out
 
 
 def _bool_int_clash(value: Any, choices: list) -> bool:

@@ -613,11 +613,11 @@ def _waiting_trial(plan: TrialPlan, space: dict[str, list], grid: dict[str, list
     import optuna
     from optuna.trial import TrialState
 
-    from wno.platform.params import trial_params, widen
+    from wno.platform.params import trial_params
 
-    params, dists = trial_params(plan.factors, space)
+    params, dists = trial_params(plan.factors, space, grid)
     return optuna.trial.create_trial(state=TrialState.WAITING, params=params,
-                                     distributions=widen(dists, grid),
+                                     distributions=dists,
                                      user_attrs=plan.user_attrs())
 
 
