@@ -90,6 +90,10 @@ def test_factors_are_optuna_params_that_stay_compatible_under_update(storage_url
         assert {k: t.params[k] for k in factors} == factors  # every factor, as a param
     choices = {t.distributions["wavelet"].choices for t in models}
     assert len(choices) == 1 and {"haar", "db2", "sym4", "coif2"} <= set(next(iter(choices)))
+    # a number's range spans its factor's grid values (one axis per factor in Optuna's views)
+    added = [t for t in models if t.number > 1]
+    assert {(t.distributions["lr"].low, t.distributions["lr"].high) for t in added} == \
+        {(1e-3, 5e-3)}
     # the baselines carry the factors they read only (a ViT reads lr, not wavelet or kernel)
     for t in stored:
         if t.user_attrs[schema.ROLE] == schema.ROLE_BASELINE:
