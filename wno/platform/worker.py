@@ -384,8 +384,13 @@ class Worker:
             return ""
         if self._share is None:
             return f", {n} torch thread(s) (--threads)"
-        return (f", {n} torch thread(s): {len(self._share.workers())} CPU worker(s) share "
-                f"{self._share.cores} core(s) here")
+        return f", {n} torch thread(s){self._share_text()}"
+
+    def _share_text(self) -> str:
+        if self._share is None:
+            return ""
+        return (f": {len(self._share.workers())} CPU worker(s) share {self._share.cores} core(s) "
+                "here")
 
     def _apply_threads(self) -> None:
         """Set torch's thread count to this worker's (changed) share; called by training."""
@@ -397,9 +402,7 @@ class Worker:
         torch.set_num_threads(n)
         self._threads = n
         if n != self._said:
-            _say(f"now {n} torch thread(s)" + (f": {len(self._share.workers())} CPU worker(s) "
-                                                f"share {self._share.cores} core(s) here"
-                                                if self._share is not None else ""))
+            _say(f"now {n} torch thread(s){self._share_text()}")
             self._said = n
 
     def _next_claim(self) -> Claim | None:
